@@ -1,0 +1,39 @@
+# podssh — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check sshserver tests
+
+# Everything: lint, fast tests, and the end-to-end tests on the real local cluster
+# (brought up by the test session when it is not running yet).
+test: venv
+	hack/lib/install-deps.sh
+	$(VENV)/bin/ruff check sshserver tests
+	$(PY) -m pytest tests
+
+test-fast: venv
+	$(PY) -m pytest tests -m 'not cluster'
+
+cluster-up:
+	hack/cluster up
+
+cluster-down:
+	hack/cluster down
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

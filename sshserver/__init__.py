@@ -1,0 +1,3 @@
+"""podssh data plane: an SSH server that bridges sessions to Kubernetes pod exec streams."""
+
+__version__ = "0.1.0"

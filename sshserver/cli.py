@@ -1,0 +1,132 @@
+"""The `podssh` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import __version__
+from .logevents import configure, event
+from .settings import GatewaySettings
+
+log = logging.getLogger("podssh")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _ns_name(text: str) -> tuple[str, str]:
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
+    return ns, name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.")
+    parser.add_argument("--version", action="version", version=f"podssh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the SSH gateway")
+    serve.add_argument("--listen", type=_host_port, default=("0.0.0.0", 2222), metavar="HOST:PORT")
+    serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    serve.add_argument("--context", help="kubeconfig context")
+    serve.add_argument("--access", type=Path, metavar="FILE",
+                       help="serve the SSHAccess grants in this YAML file instead of watching the cluster")
+    keys = serve.add_mutually_exclusive_group()
+    keys.add_argument("--host-key-dir", type=Path, metavar="DIR",
+                      help="directory of ssh_host_{ed25519,ecdsa}_key, generated when absent")
+    keys.add_argument("--host-key-secret", type=_ns_name, metavar="NAMESPACE/NAME",
+                      help="Secret holding the host keys, created when absent")
+    serve.add_argument("--banner", help="text shown to clients before authentication")
+    serve.add_argument("--banner-file", type=Path, help="file whose text is shown before authentication")
+    serve.add_argument("--impersonate", action="store_true",
+                       help="exec as the grant's user (Impersonate-User), so cluster RBAC decides")
+    serve.add_argument("--max-auth-tries", type=int, default=6)
+    serve.add_argument("--login-grace-time", type=float, default=30.0, metavar="SECONDS")
+    serve.add_argument("--max-unauthenticated", type=int, default=64)
+    serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"podssh: {message}", file=sys.stderr)
+    return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    # Imported here so `podssh --help` stays fast (paramiko and kubernetes are slow to import).
+    from kubernetes.config import ConfigException
+
+    from . import hostkeys
+    from .access import AccessStore
+    from .accessfile import load_access_file
+    from .gateway import Gateway
+    from .kube import KubeClient
+
+    configure(args.log_level)
+    banner = args.banner
+    if args.banner_file:
+        try:
+            banner = args.banner_file.read_text()
+        except OSError as exc:
+            return _fail(f"cannot read banner file: {exc}")
+    try:
+        kube = KubeClient.load(args.kubeconfig, args.context)
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        return _fail(f"cannot load Kubernetes configuration: {exc}")
+    if args.access is None:
+        return _fail("--access FILE is required (watching SSHAccess objects comes with the operator)")
+    try:
+        store = AccessStore(load_access_file(args.access))
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        if args.host_key_secret:
+            keys = hostkeys.from_secret(kube.core, *args.host_key_secret)
+        else:
+            keys = hostkeys.from_directory(args.host_key_dir or Path("/var/lib/podssh/hostkeys"))
+    except (hostkeys.HostKeyError, OSError) as exc:
+        return _fail(str(exc))
+    settings = GatewaySettings(
+        listen_host=args.listen[0], listen_port=args.listen[1], banner=banner,
+        max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
+        max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
+        drain_timeout=args.drain_timeout,
+    )
+    gateway = Gateway(settings, store, kube, keys)
+    try:
+        gateway.bind()
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    acceptor = threading.Thread(target=gateway.serve_forever, name="accept", daemon=True)
+    acceptor.start()
+    event(log, "ready", grants=len(store.current.grants))
+    while not stop.wait(1.0):
+        if not acceptor.is_alive():
+            return _fail("the accept loop stopped unexpectedly")
+    gateway.shutdown()
+    event(log, "stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

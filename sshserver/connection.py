@@ -1,0 +1,62 @@
+"""Per-connection state shared by the Transport thread (hooks) and the connection's supervisor."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .access import Grant
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .session import Session
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class PtyRequest:
+    term: str
+    cols: int
+    rows: int
+
+
+@dataclass
+class ChannelRequests:
+    """What a session channel asked for before its shell/exec request."""
+
+    pty: PtyRequest | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)  # identity semantics: kept in sets
+class Connection:
+    peer: str
+    transport: paramiko.Transport | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    username: str | None = None
+    fingerprint: str | None = None
+    grants: tuple[Grant, ...] = ()
+    auth_failures: int = 0
+    authenticated: threading.Event = field(default_factory=threading.Event)
+    # Set by a hook that wants the supervisor to hang up (too many failures).
+    hangup: threading.Event = field(default_factory=threading.Event)
+    requests: dict[int, ChannelRequests] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # connection-wide, shown in the next session
+    # Strong references: paramiko holds channels weakly and closes collected ones.
+    channels: set[paramiko.Channel] = field(default_factory=set)
+    sessions: dict[int, Session] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def channel_requests(self, chanid: int) -> ChannelRequests:
+        with self.lock:
+            return self.requests.setdefault(chanid, ChannelRequests())
+
+    def take_notices(self) -> list[str]:
+        with self.lock:
+            taken, self.notices = self.notices, []
+            return taken

@@ -1,0 +1,255 @@
+"""Accepts TCP connections, runs one SSH transport per connection, tracks live sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import paramiko
+
+from .access import AccessStore, Grant
+from .connection import ChannelRequests, Connection
+from .kube import KubeClient
+from .logevents import event
+from .resolver import PodResolver
+from .server import GatewayServer
+from .session import Session
+from .settings import GatewaySettings
+from .throttle import FailureThrottle
+
+log = logging.getLogger("podssh.gateway")
+
+SUPERVISE_INTERVAL = 0.25
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, store: AccessStore, kube: KubeClient,
+                 host_keys: Sequence[paramiko.PKey]) -> None:
+        self.settings = settings
+        self.store = store
+        self.kube = kube
+        self.resolver = PodResolver(kube)
+        self.throttle = FailureThrottle(settings.failure_delay_base, settings.failure_delay_cap)
+        self._host_keys = list(host_keys)
+        self._control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
+        self._lock = threading.Lock()
+        self._sessions: set[Session] = set()
+        self._connections: set[Connection] = set()
+        self._unauthenticated = 0
+        self._stopping = threading.Event()  # no new connections or sessions
+        self._closing = threading.Event()  # drain is over: close what is left
+        self._sock: socket.socket | None = None
+        self.address: tuple[str, int] | None = None
+
+    # --- listening --------------------------------------------------------------------------
+
+    def bind(self) -> tuple[str, int]:
+        family = socket.AF_INET6 if ":" in self.settings.listen_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.listen_host, self.settings.listen_port))
+        sock.listen(256)
+        sock.settimeout(0.5)
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        event(log, "listening", address=f"{self.address[0]}:{self.address[1]}")
+        return self.address
+
+    def serve_forever(self) -> None:
+        assert self._sock is not None, "bind() first"
+        while not self._stopping.is_set():
+            try:
+                client, addr = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            peer = f"{addr[0]}:{addr[1]}"
+            with self._lock:
+                if self._unauthenticated >= self.settings.max_unauthenticated:
+                    refused = True
+                else:
+                    refused = False
+                    self._unauthenticated += 1
+            if refused:
+                event(log, "connection_refused", logging.WARNING, peer=peer,
+                      reason="too many unauthenticated connections")
+                client.close()
+                continue
+            client.settimeout(None)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._handle, args=(client, peer), daemon=True,
+                             name=f"conn-{peer}").start()
+        self._sock.close()
+
+    # --- one connection ---------------------------------------------------------------------
+
+    def _transport(self, client: socket.socket) -> paramiko.Transport:
+        s = self.settings
+        t = paramiko.Transport(client, default_window_size=s.window_size,
+                               default_max_packet_size=s.max_packet_size)
+        t.local_version = s.version
+        opts = t.get_security_options()
+        opts.ciphers = tuple(c for c in s.ciphers if c in paramiko.Transport._preferred_ciphers)
+        for key in self._host_keys:
+            t.add_server_key(key)
+        t.banner_timeout = s.login_grace_time
+        t.handshake_timeout = s.login_grace_time
+        t.auth_timeout = s.login_grace_time
+        return t
+
+    def _handle(self, client: socket.socket, peer: str) -> None:
+        conn = Connection(peer=peer)
+        counted = True  # still in the unauthenticated count
+        with self._lock:
+            self._connections.add(conn)
+        event(log, "connection_open", conn=conn.id, peer=peer)
+        transport = None
+        reason = "client"
+        try:
+            transport = self._transport(client)
+            conn.transport = transport
+            try:
+                transport.start_server(server=GatewayServer(self, conn))
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                reason = "handshake_failed"
+                event(log, "handshake_failed", conn=conn.id, peer=peer, error=str(exc)[:200] or type(exc).__name__)
+                return
+            deadline = time.monotonic() + self.settings.login_grace_time
+            while transport.is_active() and not self._closing.is_set():
+                if not conn.authenticated.is_set():
+                    if transport.is_authenticated():
+                        conn.authenticated.set()
+                        self._authenticated(conn)
+                        with self._lock:
+                            self._unauthenticated -= 1
+                        counted = False
+                    elif conn.hangup.is_set():
+                        reason = "too_many_auth_failures"
+                        break
+                    elif time.monotonic() > deadline:
+                        reason = "login_grace_exceeded"
+                        break
+                chan = transport.accept(timeout=SUPERVISE_INTERVAL)
+                if chan is not None:
+                    with conn.lock:
+                        conn.channels.add(chan)
+                self._forget_closed(conn)
+            if self._closing.is_set():
+                reason = "shutdown"
+        except Exception:
+            reason = "error"
+            log.exception("connection_crashed", extra={"fields": {"conn": conn.id}})
+        finally:
+            self._close_connection(conn, transport, client, reason)
+            if counted:
+                with self._lock:
+                    self._unauthenticated -= 1
+
+    def _authenticated(self, conn: Connection) -> None:
+        self.throttle.succeeded(conn.peer.rsplit(":", 1)[0])
+        grants = conn.grants
+        event(log, "auth_success", conn=conn.id, peer=conn.peer, method="publickey",
+              fingerprint=conn.fingerprint, target=(conn.username or "")[:256],
+              grants=[g.ref for g in grants], users=sorted({g.user for g in grants}))
+
+    @staticmethod
+    def _forget_closed(conn: Connection) -> None:
+        with conn.lock:
+            closed = {c for c in conn.channels if c.closed and c.get_id() not in conn.sessions}
+            conn.channels -= closed
+            for c in closed:
+                conn.requests.pop(c.get_id(), None)
+
+    def _close_connection(self, conn: Connection, transport: paramiko.Transport | None,
+                          client: socket.socket, reason: str) -> None:
+        with conn.lock:
+            sessions = list(conn.sessions.values())
+        for s in sessions:
+            s.terminate("client" if reason == "client" else reason)
+        for s in sessions:
+            s.join(2)
+        if transport is not None:
+            transport.close()
+        client.close()
+        with conn.lock:
+            conn.channels.clear()
+            conn.requests.clear()
+        with self._lock:
+            self._connections.discard(conn)
+        event(log, "connection_close", conn=conn.id, peer=conn.peer, reason=reason)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def start_session(self, conn: Connection, channel: paramiko.Channel, kind: str,
+                      command: str | None) -> bool:
+        chanid = channel.get_id()
+        with conn.lock:
+            if chanid in conn.sessions or self._stopping.is_set():
+                return False
+            requests = conn.requests.setdefault(chanid, ChannelRequests())
+            session = Session(self, conn, channel, kind, command, requests)
+            conn.sessions[chanid] = session
+            conn.channels.add(channel)
+        with self._lock:
+            self._sessions.add(session)
+        session.start()
+        return True
+
+    def session_ended(self, session: Session) -> None:
+        conn = session.conn
+        with conn.lock:
+            conn.sessions.pop(session.channel.get_id(), None)
+            conn.channels.discard(session.channel)
+            conn.requests.pop(session.channel.get_id(), None)
+        with self._lock:
+            self._sessions.discard(session)
+
+    def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
+        """The key's grants in the snapshot in force now (not the one at login)."""
+        if not conn.fingerprint:
+            return ()
+        return self.store.current.grants_for_fingerprint(conn.fingerprint, datetime.now(UTC))
+
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions)
+
+    def submit_control(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Small writes (resize) that a Transport thread must not block on."""
+        with contextlib.suppress(RuntimeError):  # raised once shut down
+            self._control.submit(fn, *args)
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Stops accepting, tells live sessions, waits for them, then ends what is left."""
+        drain = self.settings.drain_timeout if drain_timeout is None else drain_timeout
+        self._stopping.set()
+        live = self.sessions()
+        event(log, "shutdown", sessions=len(live), drain_s=drain)
+        for s in live:
+            s.notify(f"podssh: the gateway is shutting down; this session ends in {int(drain)}s")
+        deadline = time.monotonic() + drain
+        while self.sessions() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for s in self.sessions():
+            s.terminate("shutdown", "the gateway shut down")
+        for s in self.sessions():
+            s.join(2)
+        self._closing.set()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            if conn.transport is not None:
+                conn.transport.close()
+        self._control.shutdown(wait=False)

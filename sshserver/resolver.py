@@ -1,0 +1,128 @@
+"""Resolves a Target to one running container the caller's grants cover.
+
+Runs in a session thread (it calls the API); every refusal is a TargetError whose message
+the user sees verbatim, so it names the problem without revealing pods the key cannot reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .access import Grant
+from .kube import KubeClient
+from .labelselector import LabelSelector
+from .target import Target, TargetError
+
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    namespace: str
+    pod: str
+    container: str
+    grants: tuple[Grant, ...]  # every grant of the key that covers this container
+
+
+def _is_ready(pod: Any) -> bool:
+    conditions = (pod.status and pod.status.conditions) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+class PodResolver:
+    def __init__(self, kube: KubeClient, timeout: float = 10.0) -> None:
+        self._kube = kube
+        self._timeout = timeout
+
+    def resolve(self, target: Target, grants: Sequence[Grant]) -> ResolvedTarget:
+        namespaces = sorted({g.namespace for g in grants})
+        if target.namespace is not None:
+            if target.namespace not in namespaces:
+                raise TargetError(f"not permitted: this key has no access in namespace {target.namespace!r}")
+            namespaces = [target.namespace]
+        if target.kind:
+            pod = self._pod_of_workload(namespaces[0], target.kind, target.name)
+        else:
+            pod = self._find_pod(namespaces, target.name)
+        namespace, name = pod.metadata.namespace, pod.metadata.name
+        if (pod.status.phase or "") != "Running":
+            raise TargetError(f"pod {namespace}/{name} is not running (phase {pod.status.phase})")
+        container = self._container(pod, target.container)
+        labels = pod.metadata.labels or {}
+        covering = tuple(g for g in grants if g.covers(namespace, labels, container))
+        if not covering:
+            raise TargetError(f"not permitted: this key has no grant for {namespace}/{name}:{container}")
+        return ResolvedTarget(namespace, name, container, covering)
+
+    def _read_pod(self, namespace: str, name: str) -> Any | None:
+        try:
+            return self._kube.core.read_namespaced_pod(name, namespace, _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise TargetError(f"cannot read pod {namespace}/{name}: {_reason(exc)}") from None
+
+    def _find_pod(self, namespaces: Sequence[str], name: str) -> Any:
+        found = [p for p in (self._read_pod(ns, name) for ns in namespaces) if p is not None]
+        if not found:
+            where = namespaces[0] if len(namespaces) == 1 else "any namespace this key can access"
+            raise TargetError(f"unknown pod {name!r} in {where}")
+        if len(found) > 1:
+            candidates = ", ".join(f"{p.metadata.namespace}/{name}" for p in found)
+            raise TargetError(f"ambiguous target {name!r}: name the namespace, one of {candidates}")
+        return found[0]
+
+    def _pod_of_workload(self, namespace: str, kind: str, name: str) -> Any:
+        readers = {
+            "deployments": self._kube.apps.read_namespaced_deployment,
+            "statefulsets": self._kube.apps.read_namespaced_stateful_set,
+            "daemonsets": self._kube.apps.read_namespaced_daemon_set,
+            "replicasets": self._kube.apps.read_namespaced_replica_set,
+            "jobs": self._kube.batch.read_namespaced_job,
+        }
+        singular = kind.rstrip("s")
+        try:
+            workload = readers[kind](name, namespace, _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TargetError(f"unknown {singular} {namespace}/{name}") from None
+            raise TargetError(f"cannot read {singular} {namespace}/{name}: {_reason(exc)}") from None
+        sel = workload.spec.selector
+        selector = LabelSelector.from_dict(self._kube.api_client.sanitize_for_serialization(sel) if sel else {})
+        try:
+            pods = self._kube.core.list_namespaced_pod(
+                namespace, label_selector=str(selector), _request_timeout=self._timeout
+            ).items
+        except ApiException as exc:
+            raise TargetError(f"cannot list pods of {singular} {namespace}/{name}: {_reason(exc)}") from None
+        running = [p for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
+        ready = sorted((p for p in running if _is_ready(p)), key=lambda p: p.metadata.name)
+        if ready:
+            return ready[0]
+        if running:
+            return sorted(running, key=lambda p: p.metadata.name)[0]
+        raise TargetError(f"{singular} {namespace}/{name} has no running pod")
+
+    @staticmethod
+    def _container(pod: Any, wanted: str | None) -> str:
+        names = [c.name for c in pod.spec.containers]
+        if wanted is None:
+            annotated = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+            wanted = annotated if annotated in names else names[0]
+        elif wanted not in names:
+            raise TargetError(
+                f"no such container {wanted!r} in pod {pod.metadata.namespace}/{pod.metadata.name}"
+                f" (containers: {', '.join(names)})"
+            )
+        for status in pod.status.container_statuses or []:
+            if status.name == wanted and not (status.state and status.state.running):
+                raise TargetError(f"container {wanted!r} of pod {pod.metadata.name} is not running")
+        return wanted
+
+
+def _reason(exc: ApiException) -> str:
+    return f"{exc.status} {exc.reason}".strip()

@@ -1,0 +1,170 @@
+"""The paramiko ServerInterface: every hook is a decision, taken without blocking on the network.
+
+Hooks run in the connection's Transport thread. They record what the client asked for and
+return at once; resolving pods and opening exec streams happens in the session's own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import paramiko
+from paramiko import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_UNKNOWN_CHANNEL_TYPE,
+    OPEN_SUCCEEDED,
+)
+
+from .connection import Connection, PtyRequest
+from .keys import fingerprint
+from .logevents import event
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("podssh.auth")
+
+MAX_ENV_VALUE = 4096
+MAX_TERMINAL = 10000
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class GatewayServer(paramiko.ServerInterface):
+    def __init__(self, gateway: Gateway, conn: Connection) -> None:
+        self._gw = gateway
+        self._conn = conn
+
+    # --- authentication ---------------------------------------------------------------------
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def get_banner(self) -> tuple[str | None, str | None]:
+        banner = self._gw.settings.banner
+        return (banner if banner.endswith("\n") else banner + "\n", "en-US") if banner else (None, None)
+
+    def check_auth_none(self, username: str) -> int:
+        return AUTH_FAILED  # answers with the allowed methods; not counted as an attempt
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        return self._fail(username, "password", None)
+
+    def check_auth_interactive(self, username: str, submethods: str) -> int:
+        return self._fail(username, "keyboard-interactive", None)
+
+    def check_auth_interactive_response(self, responses: list[str]) -> int:
+        return AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        conn = self._conn
+        if conn.auth_failures >= self._gw.settings.max_auth_tries:
+            conn.hangup.set()
+            return AUTH_FAILED
+        fp = fingerprint(key.asbytes())
+        grants = self._gw.store.current.grants_for_fingerprint(fp)
+        if not grants:
+            return self._fail(username, "publickey", fp)
+        # paramiko asks twice: for the query and after checking the signature. Only the
+        # second completes authentication; the supervisor sees that on the Transport.
+        conn.username, conn.fingerprint, conn.grants = username, fp, grants
+        return AUTH_SUCCESSFUL
+
+    def _fail(self, username: str, method: str, fp: str | None) -> int:
+        conn = self._conn
+        conn.auth_failures += 1
+        source = conn.peer.rsplit(":", 1)[0]
+        delay = self._gw.throttle.delay(source)
+        self._gw.throttle.failed(source)
+        event(log, "auth_failure", conn=conn.id, peer=conn.peer, method=method, fingerprint=fp,
+              target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2))
+        if conn.auth_failures >= self._gw.settings.max_auth_tries:
+            conn.hangup.set()
+        if delay:
+            time.sleep(delay)  # slows only this connection's own Transport thread
+        return AUTH_FAILED
+
+    # --- channels ---------------------------------------------------------------------------
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if self._conn.transport is None or not self._conn.transport.is_authenticated():
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        if kind == "session":
+            self._conn.channel_requests(chanid)
+            return OPEN_SUCCEEDED
+        if kind == "direct-tcpip":
+            return OPEN_SUCCEEDED  # decided per destination in check_channel_direct_tcpip_request
+        return OPEN_FAILED_UNKNOWN_CHANNEL_TYPE
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
+        event(log, "forward_refused", conn=self._conn.id, port=destination[1] if destination else None)
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int, height: int,
+                                  pixelwidth: int, pixelheight: int, modes: bytes) -> bool:
+        reqs = self._conn.channel_requests(channel.get_id())
+        reqs.pty = PtyRequest(_text(term)[:64] or "xterm", _clamp(width, 80), _clamp(height, 24))
+        return True
+
+    def check_channel_window_change_request(self, channel: paramiko.Channel, width: int, height: int,
+                                            pixelwidth: int, pixelheight: int) -> bool:
+        cols, rows = _clamp(width, 80), _clamp(height, 24)
+        reqs = self._conn.channel_requests(channel.get_id())
+        if reqs.pty:
+            reqs.pty.cols, reqs.pty.rows = cols, rows
+        session = self._conn.sessions.get(channel.get_id())
+        if session is not None:
+            session.request_resize(cols, rows)
+        return True
+
+    def check_channel_env_request(self, channel: paramiko.Channel, name: bytes, value: bytes) -> bool:
+        key, val = _text(name), _text(value)
+        if len(val) > MAX_ENV_VALUE or "\0" in key or "\0" in val:
+            return False
+        if not any(g.env_allowed(key) for g in self._conn.grants):
+            return False
+        self._conn.channel_requests(channel.get_id()).env[key] = val
+        return True
+
+    def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
+        return self._gw.start_session(self._conn, channel, "shell", None)
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        return self._gw.start_session(self._conn, channel, "exec", _text(command))
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        event(log, "subsystem_refused", conn=self._conn.id, subsystem=_text(name)[:64])
+        return False
+
+    def check_channel_x11_request(self, channel: paramiko.Channel, single_connection: bool,
+                                  auth_protocol: str, auth_cookie: bytes, screen_number: int) -> bool:
+        self._conn.channel_requests(channel.get_id()).notices.append("X11 forwarding is not supported")
+        return False
+
+    def check_channel_forward_agent_request(self, channel: paramiko.Channel) -> bool:
+        self._conn.channel_requests(channel.get_id()).notices.append("agent forwarding is not supported")
+        return False
+
+    # --- global requests --------------------------------------------------------------------
+
+    def check_port_forward_request(self, address: str, port: int) -> bool:
+        with self._conn.lock:
+            self._conn.notices.append(f"remote forwarding (-R {port}) is not supported")
+        return False
+
+    def cancel_port_forward_request(self, address: str, port: int) -> None:
+        return None
+
+    def check_global_request(self, kind: str, msg: paramiko.Message) -> bool:
+        # keepalive@openssh.com only wants an answer; anything else unknown is refused.
+        return kind == "keepalive@openssh.com"
+
+
+def _clamp(value: int, default: int) -> int:
+    return value if 0 < value <= MAX_TERMINAL else default

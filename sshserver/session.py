@@ -1,0 +1,257 @@
+"""One SSH session channel bridged to one pod exec stream.
+
+Two threads per session: this one resolves the target, opens the stream and copies
+stdout/stderr to the channel; a second copies the channel to stdin. Both block on the
+other side's flow control (SSH window, TCP), so nothing buffers without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from .access import Grant
+from .connection import ChannelRequests, Connection
+from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
+from .exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
+from .kube import Impersonation
+from .logevents import event
+from .resolver import ResolvedTarget
+from .target import TargetError, parse_target
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("podssh.session")
+
+LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
+
+
+class SessionRefused(Exception):
+    """The session cannot start; the message is shown to the user."""
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    code: int
+    reason: str  # exit, client, error, refused, revoked, shutdown
+    error: str | None = None
+
+
+def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The argv for the container: a shell runs the user's command exactly as sshd would."""
+    exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
+    if kind == "shell" and grant.shell_command:
+        if not exports:
+            return grant.shell_command
+        return ("/bin/sh", "-c", exports + 'exec "$@"', "sh", *grant.shell_command)
+    if kind == "shell":
+        return ("/bin/sh", "-c", exports + LOGIN_SHELL)
+    assert command is not None
+    if not exports:
+        return ("/bin/sh", "-c", command)
+    return ("/bin/sh", "-c", exports + 'exec /bin/sh -c "$1"', "sh", command)
+
+
+class Session:
+    def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, kind: str,
+                 command: str | None, requests: ChannelRequests) -> None:
+        self._gw = gateway
+        self.conn = conn
+        self.channel = channel
+        self.kind = kind
+        self.command = command
+        self._requests = requests
+        self._stream: ExecStream | None = None
+        self._done = threading.Event()
+        self._ended_by: str | None = None  # why someone else ended the session
+        self._end_message: str | None = None
+        self.resolved: ResolvedTarget | None = None
+        self.grant: Grant | None = None
+        self.started = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"session-{conn.id}-{channel.get_id()}")
+
+    @property
+    def tty(self) -> bool:
+        return self._requests.pty is not None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # --- called from other threads ----------------------------------------------------------
+
+    def request_resize(self, cols: int, rows: int) -> None:
+        stream = self._stream
+        if stream is not None:
+            self._gw.submit_control(stream.resize, cols, rows)
+
+    def notify(self, line: str) -> None:
+        """One line on the user's stderr, without ending the session."""
+        self._write_error(line)
+
+    def terminate(self, reason: str, message: str | None = None) -> None:
+        """Ends the session from outside (client gone, revocation, shutdown)."""
+        if self._done.is_set() or self._ended_by:
+            return
+        self._ended_by, self._end_message = reason, message
+        stream = self._stream
+        if stream is not None:  # else the session thread checks _ended_by after opening it
+            stream.abort()
+
+    # --- the session thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        end = SessionEnd(TRANSPORT_ERROR, "error", "internal error")
+        try:
+            end = self._serve()
+        except Exception:  # a bug must end one session, never the process
+            log.exception("session_crashed", extra={"fields": {"conn": self.conn.id}})
+        finally:
+            self._finish(end)
+
+    def _serve(self) -> SessionEnd:
+        for notice in self.conn.take_notices() + self._requests.notices:
+            self._write_error(f"podssh: {notice}")
+        try:
+            req = self._prepare()
+        except (TargetError, SessionRefused) as exc:
+            return SessionEnd(1, "refused", str(exc))
+        if self._ended_by:
+            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
+        setup = time.monotonic()
+        try:
+            stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
+        except ExecError as exc:
+            return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
+        self._stream = stream
+        if self._ended_by:  # terminated while the stream was opening
+            stream.abort()
+        event(log, "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace,
+              pod=req.pod, container=req.container, grant=self.grant.ref if self.grant else None,
+              user=self.grant.user if self.grant else None, pty=self.tty,
+              command=self.command[:1024] if self.command else None, protocol=stream.protocol,
+              setup_ms=round((time.monotonic() - setup) * 1000, 1))
+        pump = threading.Thread(target=self._pump_stdin, args=(stream,), daemon=True,
+                                name=f"stdin-{self.conn.id}-{self.channel.get_id()}")
+        pump.start()
+        try:
+            status = self._copy_output(stream)
+        finally:
+            stream.close()
+            self._done.set()
+            pump.join(2)
+        if self._ended_by:
+            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
+        if status is None:
+            return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without an exit status")
+        return SessionEnd(status.code, "exit" if status.error is None else "error", status.error)
+
+    def _prepare(self) -> ExecRequest:
+        target = parse_target(self.conn.username or "")
+        snapshot_grants = self._gw.current_grants(self.conn)
+        if not snapshot_grants:
+            raise SessionRefused("not permitted: this key's access has been revoked or has expired")
+        resolved = self._gw.resolver.resolve(target, snapshot_grants)
+        allowed = [g for g in resolved.grants if g.allow.permits(self.kind)]
+        if not allowed:
+            what = "an interactive shell" if self.kind == "shell" else "running commands"
+            refs = ", ".join(g.ref for g in resolved.grants)
+            raise SessionRefused(f"not permitted: grant {refs} does not allow {what}")
+        grant = allowed[0]
+        self.resolved, self.grant = resolved, grant
+        env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
+        pty = self._requests.pty
+        if pty:
+            env["TERM"] = pty.term
+        imp = Impersonation(grant.user) if self._gw.settings.impersonate else None
+        return ExecRequest(
+            namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
+            command=build_command(self.kind, self.command, grant, env), tty=pty is not None,
+            size=(pty.cols, pty.rows) if pty else None, impersonate=imp,
+        )
+
+    def _copy_output(self, stream: ExecStream) -> ExitStatus | None:
+        chan = self.channel
+        status = None
+        try:
+            for channel, data in stream.frames():
+                if channel == STDOUT:
+                    chan.sendall(data)
+                    self.bytes_out += len(data)
+                elif channel == STDERR:
+                    chan.sendall_stderr(data)
+                    self.bytes_out += len(data)
+                elif channel == STATUS:
+                    status = parse_status(data)
+        except OSError:  # the channel closed under us: the client is gone
+            self.terminate("client")
+        return status
+
+    def _pump_stdin(self, stream: ExecStream) -> None:
+        chan, size = self.channel, self._gw.settings.read_size
+        try:
+            while True:
+                data = chan.recv(size)
+                if not data:
+                    break
+                stream.send_stdin(data)
+                self.bytes_in += len(data)
+        except Exception:  # the stream died; the output side reports why
+            return
+        if chan.closed:
+            self.terminate("client")
+            return
+        # A terminal has no half-close: like sshd, keep the pty open after the client's EOF.
+        if not self.tty:
+            try:
+                stream.close_stdin()
+            except Exception:
+                return
+        # After EOF the client may still close the channel (not the connection): notice it.
+        while not self._done.wait(0.5):
+            if chan.closed:
+                self.terminate("client")
+                return
+
+    def _write_error(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.sendall_stderr((line + ("\r\n" if self.tty else "\n")).encode())
+
+    def _finish(self, end: SessionEnd) -> None:
+        self._done.set()
+        chan = self.channel
+        if end.reason != "client":
+            if end.error:
+                self._write_error(f"podssh: {end.error}")
+            try:
+                chan.send_exit_status(end.code)
+                chan.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+        with contextlib.suppress(OSError, EOFError):
+            chan.close()
+        r = self.resolved
+        event(log, "session_end", conn=self.conn.id, kind=self.kind, reason=end.reason,
+              exit_status=end.code, error=end.error,
+              namespace=r.namespace if r else None, pod=r.pod if r else None,
+              duration_s=round(time.monotonic() - self.started, 3),
+              bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+        self._gw.session_ended(self)

@@ -1,0 +1,30 @@
+"""Typed, immutable settings of one gateway process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 2222
+    banner: str | None = None
+    # Authentication hardening, as sshd's MaxAuthTries, LoginGraceTime and MaxStartups.
+    max_auth_tries: int = 6
+    login_grace_time: float = 30.0
+    max_unauthenticated: int = 64
+    failure_delay_base: float = 0.25
+    failure_delay_cap: float = 8.0
+    # Transport tuning (see the throughput notes in the README).
+    ciphers: tuple[str, ...] = GCM_CIPHERS
+    window_size: int = 8 * 1024 * 1024
+    max_packet_size: int = 256 * 1024
+    read_size: int = 256 * 1024
+    # Kubernetes.
+    exec_timeout: float = 30.0
+    impersonate: bool = False
+    drain_timeout: float = 10.0
+    version: str = "SSH-2.0-podssh"

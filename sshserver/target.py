@@ -1,0 +1,83 @@
+"""The SSH user name names the target: `[namespace/]pod[:container]` or
+`namespace/kind/name[:container]` (kind as kubectl spells workload aliases)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_USERNAME = 512
+
+# kubectl's aliases for the workload kinds a target may name, to the API plural.
+WORKLOAD_KINDS: dict[str, str] = {
+    alias: plural
+    for plural, aliases in {
+        "deployments": ("deploy", "deployment", "deployments"),
+        "statefulsets": ("sts", "statefulset", "statefulsets"),
+        "daemonsets": ("ds", "daemonset", "daemonsets"),
+        "replicasets": ("rs", "replicaset", "replicasets"),
+        "jobs": ("job", "jobs"),
+    }.items()
+    for alias in aliases
+}
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class TargetError(ValueError):
+    """A target that cannot be used; the message is shown to the SSH user as is."""
+
+
+@dataclass(frozen=True)
+class Target:
+    namespace: str | None
+    name: str
+    kind: str | None = None  # API plural of a workload, None for a pod
+    container: str | None = None
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.namespace, _short_kind(self.kind), self.name) if p]
+        text = "/".join(parts)
+        return f"{text}:{self.container}" if self.container else text
+
+
+def _short_kind(plural: str | None) -> str | None:
+    return {"deployments": "deploy", "statefulsets": "sts", "daemonsets": "ds",
+            "replicasets": "rs", "jobs": "job"}.get(plural or "", plural)
+
+
+def _check(value: str, what: str, pattern: re.Pattern[str], limit: int) -> str:
+    if not value:
+        raise TargetError(f"empty {what} in target")
+    if len(value) > limit or not pattern.match(value):
+        shown = value if len(value) <= 64 else value[:64] + "…"
+        raise TargetError(f"invalid {what} {shown!r}: expected a Kubernetes name (lowercase a-z, 0-9, '-')")
+    return value
+
+
+def parse_target(username: str) -> Target:
+    if len(username) > MAX_USERNAME:
+        raise TargetError(f"user name too long ({len(username)} characters; the limit is {MAX_USERNAME})")
+    if not username:
+        raise TargetError("empty user name: use [namespace/]pod[:container] or namespace/kind/name")
+    path, sep, container = username.partition(":")
+    if sep:
+        _check(container, "container name", _LABEL, 63)
+    parts = path.split("/")
+    if len(parts) == 1:
+        namespace, kind, name = None, None, parts[0]
+    elif len(parts) == 2:
+        namespace, kind, name = parts[0], None, parts[1]
+    elif len(parts) == 3:
+        namespace, alias, name = parts
+        kind = WORKLOAD_KINDS.get(alias.lower())
+        if kind is None:
+            known = ", ".join(sorted({"deploy", "sts", "ds", "rs", "job"}))
+            raise TargetError(f"unknown workload kind {alias[:32]!r} (known: {known})")
+    else:
+        raise TargetError("too many '/' in target: use [namespace/]pod[:container] or namespace/kind/name")
+    if namespace is not None:
+        _check(namespace, "namespace", _LABEL, 63)
+    _check(name, "workload name" if kind else "pod name", _SUBDOMAIN, 253)
+    return Target(namespace=namespace, name=name, kind=kind, container=container or None)
