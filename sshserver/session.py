@@ -71,6 +71,8 @@ class Session:
         self.command = command
         self._requests = requests
         self._stream: ExecStream | None = None
+        self._resize_lock = threading.Lock()
+        self._pending_size: tuple[int, int] | None = None
         self._done = threading.Event()
         self._ended_by: str | None = None  # why someone else ended the session
         self._end_message: str | None = None
@@ -99,9 +101,21 @@ class Session:
     # --- called from other threads ----------------------------------------------------------
 
     def request_resize(self, cols: int, rows: int) -> None:
-        stream = self._stream
-        if stream is not None:
-            self._gw.submit_control(stream.resize, cols, rows)
+        """Called by the Transport thread; the write happens elsewhere, in order with stdin."""
+        with self._resize_lock:
+            self._pending_size = (cols, rows)
+        self._gw.submit_control(self._flush_resize)
+
+    def _flush_resize(self) -> None:
+        # Holding the lock while sending keeps a resize ahead of any stdin that followed it.
+        with self._resize_lock:
+            stream = self._stream
+            if stream is None:
+                return  # the session thread sends it once the stream is open
+            size, self._pending_size = self._pending_size, None
+            if size:
+                with contextlib.suppress(Exception):  # a dead stream is reported by the output side
+                    stream.resize(*size)
 
     def notify(self, line: str) -> None:
         """One line on the user's stderr, without ending the session."""
@@ -141,7 +155,9 @@ class Session:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
         except ExecError as exc:
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-        self._stream = stream
+        with self._resize_lock:
+            self._stream = stream
+        self._flush_resize()
         if self._ended_by:  # terminated while the stream was opening
             stream.abort()
         event(log, "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace,
@@ -212,6 +228,8 @@ class Session:
                 data = chan.recv(size)
                 if not data:
                     break
+                if self._pending_size:
+                    self._flush_resize()
                 stream.send_stdin(data)
                 self.bytes_in += len(data)
         except Exception:  # the stream died; the output side reports why

@@ -1,0 +1,96 @@
+"""Session lifecycle: disconnects, pod deletion, leaks, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from datetime import datetime
+
+from tests.conftest import NS
+from tests.support.cluster import BUSYBOX, Cluster
+from tests.support.gateway import Gateway, SSHKey
+
+
+def _ts(entry: dict) -> float:
+    return datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def _wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_client_disconnect_closes_the_exec_stream_within_a_second(
+        gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    argv = [*gateway.ssh_argv(f"{NS}/deploy/web", keys["alice"]), "echo started; sleep 300"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert client.stdout is not None
+    assert client.stdout.readline() == b"started\n"
+    before = len(gateway.events("session_end"))
+    killed = time.time()
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    end = _wait_for(lambda: gateway.events("session_end")[before:], timeout=5)[0]
+    assert end["reason"] == "client"
+    assert _ts(end) - killed < 1.0
+
+
+def test_pod_deletion_ends_the_session(workloads: Cluster, gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    workloads.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: doomed, namespace: {NS}, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: main, image: {BUSYBOX}, imagePullPolicy: Never}}]
+""")
+    workloads.wait_ready(NS, "app=web", count=5)
+    argv = [*gateway.ssh_argv(f"{NS}/doomed", keys["alice"]), "echo started; sleep 300"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdout is not None and client.stdout.readline() == b"started\n"
+    workloads.kubectl("delete", "pod", "-n", NS, "doomed", "--wait=false")
+    try:
+        code = client.wait(timeout=30)
+    finally:
+        client.kill()
+    assert code != 0  # the command was killed: never a silent success, never a hang
+
+
+def test_container_exit_ends_the_session_with_its_status(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    proc = gateway.ssh(f"{NS}/deploy/web", "exec sh -c 'kill -9 $$'", keys["alice"])
+    assert proc.returncode == 137
+
+
+def test_no_leaked_threads_or_sockets_after_fifty_sessions(
+        gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    for _ in range(3):  # warm the API client's connection pool
+        assert gateway.ssh(f"{NS}/deploy/web", "true", keys["alice"]).returncode == 0
+    time.sleep(0.5)
+    threads, fds = gateway.process_counts()
+    for i in range(50):
+        proc = gateway.ssh(f"{NS}/deploy/web", f"echo {i}", keys["alice"], input=b"x" * 1000)
+        assert proc.returncode == 0 and proc.stdout == f"{i}\n".encode()
+    deadline = time.monotonic() + 10
+    while gateway.process_counts() != (threads, fds) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gateway.process_counts() == (threads, fds)
+
+
+def test_sigterm_drains_live_sessions(make_gateway, keys: dict[str, SSHKey]) -> None:
+    gw = make_gateway("--drain-timeout", "2")
+    argv = [*gw.ssh_argv(f"{NS}/deploy/web", keys["alice"]), "echo started; sleep 300"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdout is not None and client.stdout.readline() == b"started\n"
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=20)
+    assert b"gateway is shutting down" in err
+    assert client.returncode != 0
+    assert gw.proc.wait(20) == 0
+    assert gw.events("stopped")

@@ -1,0 +1,71 @@
+"""The real local cluster, as the tests use it: `hack/cluster up` once per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+BUSYBOX = "podssh.local/busybox:1.35"
+DEBIAN = "podssh.local/debian:bookworm"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    env: dict[str, str]
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.env["KUBECONFIG"]
+
+    @property
+    def node_ip(self) -> str:
+        return self.env["PODSSH_NODE_IP"]
+
+    def kubectl(self, *args: str, input: str | bytes | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        data = input.decode() if isinstance(input, bytes) else input
+        proc = subprocess.run(["kubectl", *args], env=self.env, input=data, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def apply(self, manifest: str) -> None:
+        self.kubectl("apply", "-f", "-", input=manifest)
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait_ready(self, namespace: str, selector: str, count: int = 1, timeout: float = 120) -> list[str]:
+        """Waits until `count` pods matching the selector are Ready; returns their names."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.get("pods", "-n", namespace, "-l", selector)["items"]
+            ready = [
+                p["metadata"]["name"] for p in pods
+                if p["metadata"].get("deletionTimestamp") is None
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+            ]
+            if len(ready) >= count:
+                return sorted(ready)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pods {selector} in {namespace} not Ready after {timeout}s: {pods}")
+            time.sleep(0.5)
+
+
+def cluster_up() -> Cluster:
+    proc = subprocess.run([str(REPO / "hack" / "cluster"), "up"], capture_output=True, text=True, timeout=3000)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hack/cluster up failed:\n{proc.stderr[-4000:]}")
+    env = dict(os.environ)
+    for line in proc.stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.replace("$PATH", os.environ.get("PATH", ""))
+    return Cluster(env)
