@@ -22,9 +22,7 @@ lint: venv
 # Everything: lint, fast tests, and the end-to-end tests on the real local cluster
 # (brought up by the test session when it is not running yet).
 test: venv
-	hack/lib/install-deps.sh
-	$(VENV)/bin/ruff check sshserver tests
-	$(PY) -m pytest tests
+	hack/test
 
 test-fast: venv
 	$(PY) -m pytest tests -m 'not cluster'
@@ -34,6 +32,13 @@ cluster-up:
 
 cluster-down:
 	hack/cluster down
+
+# The product on the local cluster, ending with the ssh command that works.
+demo: venv
+	hack/demo up
+
+demo-down:
+	hack/demo down
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

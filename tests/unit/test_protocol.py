@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from sshserver.access import Grant
+from sshserver.exitstatus import parse_status
+from sshserver.labelselector import LabelSelector
+from sshserver.session import build_command
+from sshserver.throttle import FailureThrottle
+
+
+def status(**fields: object) -> bytes:
+    return json.dumps({"metadata": {}, **fields}).encode()
+
+
+def test_success_is_zero() -> None:
+    assert parse_status(status(status="Success")).code == 0
+
+
+@pytest.mark.parametrize("code", [1, 7, 127, 255])
+def test_non_zero_exit_code(code: int) -> None:
+    payload = status(status="Failure", reason="NonZeroExitCode", message=f"exit code {code}",
+                     details={"causes": [{"reason": "ExitCode", "message": str(code)}]})
+    result = parse_status(payload)
+    assert (result.code, result.error) == (code, None)
+
+
+def test_runtime_errors() -> None:
+    missing = parse_status(status(status="Failure", reason="InternalError",
+                                  message='exec: "nope": executable file not found in $PATH'))
+    assert missing.code == 127 and "not found" in (missing.error or "")
+    other = parse_status(status(status="Failure", message="container not running"))
+    assert other.code == 255 and other.error == "container not running"
+    assert parse_status(b"\xff{garbage").code == 255
+
+
+def grant(**kw: object) -> Grant:
+    return Grant(namespace="ns", name="g", uid="u", user="u", keys=(), selector=LabelSelector(()), **kw)
+
+
+def run(argv: tuple[str, ...]) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False).stdout
+
+
+def test_exec_command_runs_exactly_with_env() -> None:
+    cmd = "printf '%s|' \"$FOO\" \"$0\" 'a b'; echo"
+    assert build_command("exec", cmd, grant(), {}) == ("/bin/sh", "-c", cmd)
+    argv = build_command("exec", cmd, grant(), {"FOO": "it's $HOME"})
+    assert run(argv) == "it's $HOME|/bin/sh|a b|\n"
+
+
+def test_shell_command_of_the_grant() -> None:
+    g = grant(shell_command=("/bin/echo", "hi there"))
+    assert build_command("shell", None, g, {}) == ("/bin/echo", "hi there")
+    assert run(build_command("shell", None, g, {"LANG": "C"})) == "hi there\n"
+    default = build_command("shell", None, grant(), {})
+    assert default[:2] == ("/bin/sh", "-c") and "bash -l" in default[2]
+    assert shlex.split(default[2])
+
+
+def test_failure_throttle_doubles_after_free_attempts() -> None:
+    t = FailureThrottle(base=0.5, cap=4.0, free=2)
+    delays = []
+    for _ in range(7):
+        delays.append(t.delay("1.2.3.4"))
+        t.failed("1.2.3.4")
+    assert delays == [0, 0, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert t.delay("5.6.7.8") == 0
+    t.succeeded("1.2.3.4")
+    assert t.delay("1.2.3.4") == 0

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from sshserver.target import Target, TargetError, parse_target
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("web-7d9f5", Target(None, "web-7d9f5")),
+    ("shop/web-7d9f5", Target("shop", "web-7d9f5")),
+    ("shop/web-7d9f5:app", Target("shop", "web-7d9f5", container="app")),
+    ("web:sidecar", Target(None, "web", container="sidecar")),
+    ("shop/deploy/web", Target("shop", "web", kind="deployments")),
+    ("shop/deployments/web:c", Target("shop", "web", kind="deployments", container="c")),
+    ("shop/sts/db", Target("shop", "db", kind="statefulsets")),
+    ("shop/ds/agent", Target("shop", "agent", kind="daemonsets")),
+    ("shop/rs/web-1", Target("shop", "web-1", kind="replicasets")),
+    ("shop/job/once", Target("shop", "once", kind="jobs")),
+    ("shop/pod.with.dots", Target("shop", "pod.with.dots")),
+])
+def test_valid_targets(name: str, expected: Target) -> None:
+    assert parse_target(name) == expected
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "empty user name"),
+    ("shop/", "empty pod name"),
+    ("/web", "empty namespace"),
+    ("shop/web:", "empty container"),
+    ("Shop/web", "invalid namespace"),
+    ("shop/Web", "invalid pod name"),
+    ("shop/web_1", "invalid pod name"),
+    ("shop/web:Side", "invalid container name"),
+    ("a/b/c/d", "too many '/'"),
+    ("shop/widget/web", "unknown workload kind"),
+    ("x" * 600, "user name too long"),
+    ("shop/" + "a" * 300, "invalid pod name"),
+    ("shop/web\x00", "invalid pod name"),
+])
+def test_invalid_targets_name_the_problem(name: str, message: str) -> None:
+    with pytest.raises(TargetError, match=message):
+        parse_target(name)
+
+
+def test_target_renders_back() -> None:
+    assert str(parse_target("shop/deployment/web:app")) == "shop/deploy/web:app"
