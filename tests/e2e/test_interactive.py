@@ -63,3 +63,18 @@ def test_exec_with_tty_sees_a_terminal(gateway: Gateway, keys: dict[str, SSHKey]
     assert lines[0].startswith(b"/dev/pts/")
     no_tty = gateway.ssh(f"{NS}/deb", "tty", keys["alice"])
     assert no_tty.stdout == b"not a tty\n" and no_tty.returncode == 1
+
+
+def test_break_request_is_refused_and_the_session_goes_on(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    client = PtyClient(gateway.ssh_argv(f"{NS}/deb", keys["alice"], "-o", "EscapeChar=~", tty=True))
+    try:
+        client.send(b"echo ready-$((1+1))\n")
+        client.expect(b"ready-2")
+        client.send(b"\r~B")  # OpenSSH's escape: send a BREAK request on the channel
+        time.sleep(0.5)
+        client.send(b"echo after-$((2+2))\n")
+        client.expect(b"after-4")
+        client.send(b"exit\n")
+        assert client.wait() == 0
+    finally:
+        client.kill()

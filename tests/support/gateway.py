@@ -72,8 +72,9 @@ class Gateway:
         access.write_text(yaml.safe_dump(self.grants))
         self.port = free_port()
         cmd = [PODSSH, "serve", "--listen", f"127.0.0.1:{self.port}", "--access", str(access),
-               "--host-key-dir", str(self.workdir / "hostkeys"), "--kubeconfig", self.kubeconfig,
-               *self.extra_args]
+               "--kubeconfig", self.kubeconfig, *self.extra_args]
+        if "--host-key-secret" not in self.extra_args:
+            cmd += ["--host-key-dir", str(self.workdir / "hostkeys")]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 20
