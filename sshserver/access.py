@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from .certificates import UserCertificate
 from .durations import parse_duration, parse_time
 from .keys import InvalidKeyError, PublicKey, parse_public_key
 from .labelselector import LabelSelector
@@ -55,6 +56,7 @@ class Grant:
     user: str
     keys: tuple[PublicKey, ...]
     selector: LabelSelector
+    authorities: tuple[PublicKey, ...] = ()  # CAs whose user certificates name `user` as principal
     containers: frozenset[str] | None = None
     allow: Allow = field(default_factory=Allow)
     env: frozenset[str] = frozenset()
@@ -107,8 +109,14 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
             keys.append(parse_public_key(line))
         except InvalidKeyError as exc:
             raise GrantError("InvalidKey", f"spec.publicKeys[{i}]: {exc}") from None
-    if not keys:
-        raise GrantError("NoKeys", "spec.publicKeys is empty")
+    authorities = []
+    for i, line in enumerate(_str_list(spec.get("certificateAuthorities"), "spec.certificateAuthorities")):
+        try:
+            authorities.append(parse_public_key(line))
+        except InvalidKeyError as exc:
+            raise GrantError("InvalidKey", f"spec.certificateAuthorities[{i}]: {exc}") from None
+    if not keys and not authorities:
+        raise GrantError("NoKeys", "spec.publicKeys and spec.certificateAuthorities are both empty")
     pods = spec.get("pods")
     if not isinstance(pods, Mapping) or "selector" not in pods:
         raise GrantError("InvalidSpec", "spec.pods.selector is required")
@@ -155,6 +163,7 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
         user=user,
         keys=tuple(keys),
         selector=selector,
+        authorities=tuple(authorities),
         containers=frozenset(_str_list(containers, "spec.pods.containers")) if containers else None,
         allow=allow,
         env=frozenset(_str_list(spec.get("env"), "spec.env")),
@@ -166,6 +175,14 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Who authenticated: a plain key, or a key certified by a CA."""
+
+    fingerprint: str  # of the key (for a certificate: of the certificate blob)
+    certificate: UserCertificate | None = None
+
+
+@dataclass(frozen=True)
 class AccessSnapshot:
     """Every usable grant at one moment, indexed by key fingerprint."""
 
@@ -174,17 +191,32 @@ class AccessSnapshot:
     populated: bool = True
 
     def __post_init__(self) -> None:
-        index: dict[str, list[Grant]] = {}
+        keys: dict[str, list[Grant]] = {}
+        cas: dict[str, list[Grant]] = {}
         for grant in self.grants:
             for key in grant.keys:
-                index.setdefault(key.fingerprint, []).append(grant)
-        frozen = {fp: tuple(gs) for fp, gs in index.items()}
-        object.__setattr__(self, "_by_fingerprint", MappingProxyType(frozen))
+                keys.setdefault(key.fingerprint, []).append(grant)
+            for ca in grant.authorities:
+                cas.setdefault(ca.fingerprint, []).append(grant)
+        object.__setattr__(self, "_by_key", MappingProxyType({k: tuple(v) for k, v in keys.items()}))
+        object.__setattr__(self, "_by_ca", MappingProxyType({k: tuple(v) for k, v in cas.items()}))
 
     def grants_for_fingerprint(self, fp: str, now: datetime | None = None) -> tuple[Grant, ...]:
         now = now or datetime.now(UTC)
-        found: tuple[Grant, ...] = self._by_fingerprint.get(fp, ())  # type: ignore[attr-defined]
+        found: tuple[Grant, ...] = self._by_key.get(fp, ())  # type: ignore[attr-defined]
         return tuple(g for g in found if g.active_at(now))
+
+    def grants_for_certificate(self, cert: UserCertificate, now: datetime | None = None) -> tuple[Grant, ...]:
+        now = now or datetime.now(UTC)
+        if not cert.valid_at(now):
+            return ()
+        found: tuple[Grant, ...] = self._by_ca.get(cert.ca_fingerprint, ())  # type: ignore[attr-defined]
+        return tuple(g for g in found if g.active_at(now) and g.user in cert.principals)
+
+    def grants_for(self, identity: Identity, now: datetime | None = None) -> tuple[Grant, ...]:
+        if identity.certificate is not None:
+            return self.grants_for_certificate(identity.certificate, now)
+        return self.grants_for_fingerprint(identity.fingerprint, now)
 
     def grant_by_uid(self, uid: str) -> Grant | None:
         return next((g for g in self.grants if g.uid == uid), None)

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .access import Grant
+from .access import Grant, Identity
 
 if TYPE_CHECKING:
     import paramiko
@@ -39,7 +39,7 @@ class Connection:
     transport: paramiko.Transport | None = None
     id: int = field(default_factory=lambda: next(_ids))
     username: str | None = None
-    fingerprint: str | None = None
+    identity: Identity | None = None
     grants: tuple[Grant, ...] = ()
     auth_failures: int = 0
     authenticated: threading.Event = field(default_factory=threading.Event)

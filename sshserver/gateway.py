@@ -158,9 +158,14 @@ class Gateway:
     def _authenticated(self, conn: Connection) -> None:
         self.throttle.succeeded(conn.peer.rsplit(":", 1)[0])
         grants = conn.grants
-        event(log, "auth_success", conn=conn.id, peer=conn.peer, method="publickey",
-              fingerprint=conn.fingerprint, target=(conn.username or "")[:256],
-              grants=[g.ref for g in grants], users=sorted({g.user for g in grants}))
+        ident = conn.identity
+        cert = ident.certificate if ident else None
+        event(log, "auth_success", conn=conn.id, peer=conn.peer,
+              method="publickey-cert" if cert else "publickey",
+              fingerprint=ident.fingerprint if ident else None, target=(conn.username or "")[:256],
+              grants=[g.ref for g in grants], users=sorted({g.user for g in grants}),
+              cert_key_id=cert.key_id if cert else None, cert_serial=cert.serial if cert else None,
+              ca=cert.ca_fingerprint if cert else None)
 
     @staticmethod
     def _forget_closed(conn: Connection) -> None:
@@ -216,9 +221,9 @@ class Gateway:
 
     def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
         """The key's grants in the snapshot in force now (not the one at login)."""
-        if not conn.fingerprint:
+        if conn.identity is None:
             return ()
-        return self.store.current.grants_for_fingerprint(conn.fingerprint, datetime.now(UTC))
+        return self.store.current.grants_for(conn.identity, datetime.now(UTC))
 
     def sessions(self) -> list[Session]:
         with self._lock:

@@ -50,7 +50,10 @@ class KubeClient:
 
     def websocket_headers(self, impersonate: Impersonation | None = None) -> list[str]:
         headers = []
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        # kubernetes >= 36.0.1 keeps bearer tokens under "BearerToken", older under "authorization".
+        token = self.configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or self.configuration.get_api_key_with_prefix("authorization")
         if token:
             headers.append(f"Authorization: {token}")
         elif self.configuration.username and self.configuration.password:

@@ -19,6 +19,8 @@ from paramiko import (
     OPEN_SUCCEEDED,
 )
 
+from .access import Identity
+from .certificates import CertificateError, is_certificate, parse_user_certificate
 from .connection import Connection, PtyRequest
 from .keys import fingerprint
 from .logevents import event
@@ -67,23 +69,33 @@ class GatewayServer(paramiko.ServerInterface):
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
             conn.hangup.set()
             return AUTH_FAILED
-        fp = fingerprint(key.asbytes())
-        grants = self._gw.store.current.grants_for_fingerprint(fp)
+        public_blob = getattr(key, "public_blob", None)
+        blob = public_blob.key_blob if public_blob is not None else key.asbytes()
+        fp = fingerprint(blob)
+        if is_certificate(blob):
+            try:
+                identity = Identity(fp, parse_user_certificate(blob))
+            except CertificateError as exc:
+                return self._fail(username, "publickey-cert", fp, str(exc))
+            method = "publickey-cert"
+        else:
+            identity, method = Identity(fp), "publickey"
+        grants = self._gw.store.current.grants_for(identity)
         if not grants:
-            return self._fail(username, "publickey", fp)
+            return self._fail(username, method, fp)
         # paramiko asks twice: for the query and after checking the signature. Only the
         # second completes authentication; the supervisor sees that on the Transport.
-        conn.username, conn.fingerprint, conn.grants = username, fp, grants
+        conn.username, conn.identity, conn.grants = username, identity, grants
         return AUTH_SUCCESSFUL
 
-    def _fail(self, username: str, method: str, fp: str | None) -> int:
+    def _fail(self, username: str, method: str, fp: str | None, why: str | None = None) -> int:
         conn = self._conn
         conn.auth_failures += 1
         source = conn.peer.rsplit(":", 1)[0]
         delay = self._gw.throttle.delay(source)
         self._gw.throttle.failed(source)
         event(log, "auth_failure", conn=conn.id, peer=conn.peer, method=method, fingerprint=fp,
-              target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2))
+              target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2), reason=why)
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
             conn.hangup.set()
         if delay:

@@ -70,7 +70,7 @@ def test_time_window(pubkey: str) -> None:
 
 
 @pytest.mark.parametrize(("spec", "reason", "message"), [
-    ({"publicKeys": []}, "NoKeys", "publicKeys is empty"),
+    ({"publicKeys": []}, "NoKeys", "both empty"),
     ({"publicKeys": ["ssh-ed25519 !!"]}, "InvalidKey", r"publicKeys\[0\]"),
     ({"pods": {}}, "InvalidSpec", "selector is required"),
     ({"pods": {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}}, "InvalidSpec", "operator"),
