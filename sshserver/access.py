@@ -60,6 +60,7 @@ class Grant:
     containers: frozenset[str] | None = None
     allow: Allow = field(default_factory=Allow)
     env: frozenset[str] = frozenset()
+    groups: tuple[str, ...] = ()  # sent as Impersonate-Group in impersonation mode
     shell_command: tuple[str, ...] | None = None
     not_before: datetime | None = None
     expires_at: datetime | None = None
@@ -167,6 +168,7 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
         containers=frozenset(_str_list(containers, "spec.pods.containers")) if containers else None,
         allow=allow,
         env=frozenset(_str_list(spec.get("env"), "spec.env")),
+        groups=tuple(_str_list(spec.get("groups"), "spec.groups")),
         shell_command=tuple(_str_list(command, "spec.shellCommand")) if command else None,
         not_before=not_before,
         expires_at=expires_at,

@@ -16,11 +16,13 @@ import paramiko
 
 from .access import AccessStore, Grant
 from .connection import ChannelRequests, Connection
+from .enforcer import Enforcer
 from .kube import KubeClient
 from .logevents import event
+from .observer import SessionObserver, SessionOutcome
 from .resolver import PodResolver
 from .server import GatewayServer
-from .session import Session
+from .session import Session, SessionEnd
 from .settings import GatewaySettings
 from .throttle import FailureThrottle
 
@@ -47,6 +49,10 @@ class Gateway:
         self._closing = threading.Event()  # drain is over: close what is left
         self._sock: socket.socket | None = None
         self.address: tuple[str, int] | None = None
+        self.observers: list[SessionObserver] = []
+        self.enforcer = Enforcer(self)
+        store.subscribe(self.enforcer.snapshot_changed)
+        self.enforcer.start()
 
     # --- listening --------------------------------------------------------------------------
 
@@ -210,7 +216,28 @@ class Gateway:
         session.start()
         return True
 
-    def session_ended(self, session: Session) -> None:
+    def claim_grant(self, session: Session, candidates: Sequence[Grant]) -> Grant | None:
+        """Binds the session to the first grant under its maxSessions; atomic across sessions."""
+        with self._lock:
+            for grant in candidates:
+                limit = grant.limits.max_sessions
+                used = sum(1 for s in self._sessions if s.grant is not None and s.grant.uid == grant.uid)
+                if limit is None or used < limit:
+                    session.grant = grant
+                    return grant
+        return None
+
+    def observe_start(self, session: Session) -> None:
+        record = session.record()
+        if record is None:
+            return
+        for observer in self.observers:
+            try:
+                observer.session_started(record)
+            except Exception:
+                log.exception("observer_failed")
+
+    def session_ended(self, session: Session, end: SessionEnd) -> None:
         conn = session.conn
         with conn.lock:
             conn.sessions.pop(session.channel.get_id(), None)
@@ -218,6 +245,15 @@ class Gateway:
             conn.requests.pop(session.channel.get_id(), None)
         with self._lock:
             self._sessions.discard(session)
+        record = session.record()
+        if record is None:
+            return
+        outcome = SessionOutcome(end.reason, end.code, round(time.monotonic() - session.started, 3), end.error)
+        for observer in self.observers:
+            try:
+                observer.session_ended(record, outcome)
+            except Exception:
+                log.exception("observer_failed")
 
     def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
         """The key's grants in the snapshot in force now (not the one at login)."""
@@ -252,6 +288,7 @@ class Gateway:
         for s in self.sessions():
             s.join(2)
         self._closing.set()
+        self.enforcer.stop()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:

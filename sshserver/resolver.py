@@ -6,7 +6,7 @@ the user sees verbatim, so it names the problem without revealing pods the key c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ class ResolvedTarget:
     namespace: str
     pod: str
     container: str
+    labels: Mapping[str, str]  # the pod's labels when resolved: revocation re-checks selectors on them
     grants: tuple[Grant, ...]  # every grant of the key that covers this container
 
 
@@ -56,7 +57,7 @@ class PodResolver:
         covering = tuple(g for g in grants if g.covers(namespace, labels, container))
         if not covering:
             raise TargetError(f"not permitted: this key has no grant for {namespace}/{name}:{container}")
-        return ResolvedTarget(namespace, name, container, covering)
+        return ResolvedTarget(namespace, name, container, dict(labels), covering)
 
     def _read_pod(self, namespace: str, name: str) -> Any | None:
         try:

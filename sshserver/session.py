@@ -24,6 +24,7 @@ from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStre
 from .exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
 from .kube import Impersonation
 from .logevents import event
+from .observer import SessionRecord
 from .resolver import ResolvedTarget
 from .target import TargetError, parse_target
 
@@ -79,6 +80,8 @@ class Session:
         self.resolved: ResolvedTarget | None = None
         self.grant: Grant | None = None
         self.started = time.monotonic()
+        self.last_activity = self.started
+        self.warned = False  # the one-minute warning before maxSessionDuration was shown
         self.bytes_in = 0
         self.bytes_out = 0
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -97,6 +100,13 @@ class Session:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+    def record(self) -> SessionRecord | None:
+        g, r = self.grant, self.resolved
+        if g is None or r is None:
+            return None
+        return SessionRecord(g.namespace, g.name, g.uid, g.user, self.kind, r.namespace, r.pod, r.container,
+                             self.conn.peer)
 
     # --- called from other threads ----------------------------------------------------------
 
@@ -165,6 +175,7 @@ class Session:
               user=self.grant.user if self.grant else None, pty=self.tty,
               command=self.command[:1024] if self.command else None, protocol=stream.protocol,
               setup_ms=round((time.monotonic() - setup) * 1000, 1))
+        self._gw.observe_start(self)
         pump = threading.Thread(target=self._pump_stdin, args=(stream,), daemon=True,
                                 name=f"stdin-{self.conn.id}-{self.channel.get_id()}")
         pump.start()
@@ -191,13 +202,16 @@ class Session:
             what = "an interactive shell" if self.kind == "shell" else "running commands"
             refs = ", ".join(g.ref for g in resolved.grants)
             raise SessionRefused(f"not permitted: grant {refs} does not allow {what}")
-        grant = allowed[0]
-        self.resolved, self.grant = resolved, grant
+        self.resolved = resolved
+        grant = self._gw.claim_grant(self, allowed)
+        if grant is None:
+            limit = allowed[0].limits.max_sessions
+            raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
         env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
-        imp = Impersonation(grant.user) if self._gw.settings.impersonate else None
+        imp = Impersonation(grant.user, grant.groups) if self._gw.settings.impersonate else None
         return ExecRequest(
             namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
             command=build_command(self.kind, self.command, grant, env), tty=pty is not None,
@@ -209,6 +223,7 @@ class Session:
         status = None
         try:
             for channel, data in stream.frames():
+                self.last_activity = time.monotonic()
                 if channel == STDOUT:
                     chan.sendall(data)
                     self.bytes_out += len(data)
@@ -232,6 +247,7 @@ class Session:
                     self._flush_resize()
                 stream.send_stdin(data)
                 self.bytes_in += len(data)
+                self.last_activity = time.monotonic()
         except Exception:  # the stream died; the output side reports why
             return
         if chan.closed:
@@ -272,4 +288,4 @@ class Session:
               namespace=r.namespace if r else None, pod=r.pod if r else None,
               duration_s=round(time.monotonic() - self.started, 3),
               bytes_in=self.bytes_in, bytes_out=self.bytes_out)
-        self._gw.session_ended(self)
+        self._gw.session_ended(self, end)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import BUSYBOX, DEBIAN, Cluster, cluster_up
+from tests.support.cluster import BUSYBOX, DEBIAN, REPO, Cluster, cluster_up
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
 
 NS = "podssh-e2e"
@@ -87,6 +87,15 @@ def workloads(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture(scope="session")
+def crd(workloads: Cluster) -> Cluster:
+    """The SSHAccess CRD and the admission policy from manifests/."""
+    workloads.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"),
+                      "-f", str(REPO / "manifests" / "admission-policy.yaml"))
+    workloads.kubectl("wait", "--for=condition=established", "crd/sshaccesses.podssh.dev", "--timeout=60s")
+    return workloads
+
+
+@pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SSHKey]:
     d = tmp_path_factory.mktemp("keys")
     return {n: make_key(d, n) for n in ("alice", "bob", "carol", "mallory")}
@@ -116,9 +125,12 @@ def make_gateway(workloads: Cluster, keys: dict[str, SSHKey], tmp_path: Path) ->
     """Starts extra gateways with their own settings; stops them after the test."""
     started: list[Gateway] = []
 
-    def start(*extra_args: str, grants: list[dict] | None = None) -> Gateway:
-        gw = Gateway(tmp_path / f"gw{len(started)}", workloads.kubeconfig,
-                     grants if grants is not None else default_grants(keys), extra_args=extra_args).start()
+    def start(*extra_args: str, grants: list[dict] | str | None = "default", kubeconfig: str | None = None
+              ) -> Gateway:
+        """grants: a list for an access file, None to watch the cluster's SSHAccess objects."""
+        chosen = default_grants(keys) if grants == "default" else grants
+        gw = Gateway(tmp_path / f"gw{len(started)}", kubeconfig or workloads.kubeconfig, chosen,  # type: ignore[arg-type]
+                     extra_args=extra_args).start()
         started.append(gw)
         return gw
 

@@ -56,7 +56,7 @@ def grant(name: str, namespace: str, keys: Sequence[SSHKey], selector: dict[str,
 class Gateway:
     workdir: Path
     kubeconfig: str
-    grants: list[dict[str, Any]]
+    grants: list[dict[str, Any]] | None  # None: watch SSHAccess objects in the cluster
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     port: int = 0
@@ -68,11 +68,13 @@ class Gateway:
 
     def start(self) -> Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        access = self.workdir / "access.yaml"
-        access.write_text(yaml.safe_dump(self.grants))
         self.port = free_port()
-        cmd = [PODSSH, "serve", "--listen", f"127.0.0.1:{self.port}", "--access", str(access),
-               "--kubeconfig", self.kubeconfig, *self.extra_args]
+        cmd = [PODSSH, "serve", "--listen", f"127.0.0.1:{self.port}", "--kubeconfig", self.kubeconfig,
+               *self.extra_args]
+        if self.grants is not None:
+            access = self.workdir / "access.yaml"
+            access.write_text(yaml.safe_dump(self.grants))
+            cmd += ["--access", str(access)]
         if "--host-key-secret" not in self.extra_args:
             cmd += ["--host-key-dir", str(self.workdir / "hostkeys")]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -1,4 +1,4 @@
-"""The `podssh` command line."""
+"""The `podssh` command line: the composition root that wires control plane and data plane."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
-from .logevents import configure, event
-from .settings import GatewaySettings
+from sshserver import __version__
+from sshserver.logevents import configure, event
+from sshserver.settings import GatewaySettings
 
 log = logging.getLogger("podssh")
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--context", help="kubeconfig context")
     serve.add_argument("--access", type=Path, metavar="FILE",
                        help="serve the SSHAccess grants in this YAML file instead of watching the cluster")
+    serve.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="how often the full list of SSHAccess objects replaces the watched view")
     keys = serve.add_mutually_exclusive_group()
     keys.add_argument("--host-key-dir", type=Path, metavar="DIR",
                       help="directory of ssh_host_{ed25519,ecdsa}_key, generated when absent")
@@ -54,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-unauthenticated", type=int, default=64)
     serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    op = sub.add_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
+    op.add_argument("--kubeconfig")
+    op.add_argument("--context")
+    op.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS")
+    op.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -62,15 +70,36 @@ def _fail(message: str) -> int:
     return 2
 
 
-def serve(args: argparse.Namespace) -> int:
-    # Imported here so `podssh --help` stays fast (paramiko and kubernetes are slow to import).
+def _load_kube(args: argparse.Namespace):
     from kubernetes.config import ConfigException
 
-    from . import hostkeys
-    from .access import AccessStore
-    from .accessfile import load_access_file
-    from .gateway import Gateway
-    from .kube import KubeClient
+    from sshserver.kube import KubeClient
+
+    try:
+        return KubeClient.load(args.kubeconfig, args.context)
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        raise SystemExit(_fail(f"cannot load Kubernetes configuration: {exc}")) from None
+
+
+def _wait_for_signal(alive: Callable[[], bool]) -> bool:
+    """Blocks until SIGTERM/SIGINT (True) or until `alive()` turns false (False)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not alive():
+            return False
+    return True
+
+
+def serve(args: argparse.Namespace) -> int:
+    # Imported here so `podssh --help` stays fast (paramiko and kubernetes are slow to import).
+    from sshserver import hostkeys
+    from sshserver.access import AccessStore
+    from sshserver.accessfile import load_access_file
+    from sshserver.gateway import Gateway
+
+    from .runner import ControlPlane, ControlPlaneError
 
     configure(args.log_level)
     banner = args.banner
@@ -79,16 +108,20 @@ def serve(args: argparse.Namespace) -> int:
             banner = args.banner_file.read_text()
         except OSError as exc:
             return _fail(f"cannot read banner file: {exc}")
-    try:
-        kube = KubeClient.load(args.kubeconfig, args.context)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        return _fail(f"cannot load Kubernetes configuration: {exc}")
-    if args.access is None:
-        return _fail("--access FILE is required (watching SSHAccess objects comes with the operator)")
-    try:
-        store = AccessStore(load_access_file(args.access))
-    except ValueError as exc:
-        return _fail(str(exc))
+    kube = _load_kube(args)
+    control = None
+    if args.access is not None:
+        try:
+            store = AccessStore(load_access_file(args.access))
+        except ValueError as exc:
+            return _fail(str(exc))
+    else:
+        store = AccessStore()
+        control = ControlPlane(kube, store, resync_interval=args.resync_interval)
+        try:
+            control.start()
+        except ControlPlaneError as exc:
+            return _fail(str(exc))
     try:
         if args.host_key_secret:
             keys = hostkeys.from_secret(kube.core, *args.host_key_secret)
@@ -103,20 +136,38 @@ def serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
     )
     gateway = Gateway(settings, store, kube, keys)
+    if control is not None and control.session_events is not None:
+        gateway.observers.append(control.session_events)
     try:
         gateway.bind()
     except OSError as exc:
         return _fail(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     acceptor = threading.Thread(target=gateway.serve_forever, name="accept", daemon=True)
     acceptor.start()
-    event(log, "ready", grants=len(store.current.grants))
-    while not stop.wait(1.0):
-        if not acceptor.is_alive():
-            return _fail("the accept loop stopped unexpectedly")
+    event(log, "ready", grants=len(store.current.grants), source="file" if control is None else "cluster")
+    if not _wait_for_signal(acceptor.is_alive):
+        return _fail("the accept loop stopped unexpectedly")
     gateway.shutdown()
+    if control is not None:
+        control.stop()
+    event(log, "stopped")
+    return 0
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    from sshserver.access import AccessStore
+
+    from .runner import ControlPlane, ControlPlaneError
+
+    configure(args.log_level)
+    control = ControlPlane(_load_kube(args), AccessStore(), resync_interval=args.resync_interval)
+    try:
+        control.start()
+    except ControlPlaneError as exc:
+        return _fail(str(exc))
+    event(log, "ready", grants=len(control.store.current.grants), source="cluster")
+    _wait_for_signal(lambda: True)
+    control.stop()
     event(log, "stopped")
     return 0
 
@@ -125,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "operator":
+        return run_operator(args)
     return 2
 
 

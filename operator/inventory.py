@@ -1,0 +1,93 @@
+"""Every SSHAccess object this replica knows, keyed by uid; each change rebuilds the snapshot.
+
+Fed by two sources: kopf's watch events (fast) and periodic full lists (exact: a re-listed watch
+does not report objects deleted during the gap, a full list replaces everything).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sshserver.access import AccessSnapshot, AccessStore, GrantError, grant_from_object
+from sshserver.logevents import event
+
+from .status import desired_status, needs_patch
+from .writer import ClusterWriter, ObjectEvent, StatusPatch
+
+log = logging.getLogger("podssh.inventory")
+
+
+class Inventory:
+    def __init__(self, store: AccessStore, writer: ClusterWriter | None) -> None:
+        self._store = store
+        self._writer = writer
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._reported: dict[str, str] = {}  # uid -> last Ready reason an Event was written for
+
+    @staticmethod
+    def _uid(body: Mapping[str, Any]) -> str:
+        meta = body.get("metadata") or {}
+        return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+
+    def upsert(self, body: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._objects[self._uid(body)] = dict(body)
+            self._rebuild()
+
+    def delete(self, body: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._objects.pop(self._uid(body), None) is not None:
+                self._rebuild()
+
+    def replace_all(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            fresh = {self._uid(b): dict(b) for b in bodies}
+            gone = set(self._objects) - set(fresh)
+            if gone:
+                event(log, "resync_removed", count=len(gone))
+            self._objects = fresh
+            self._rebuild()
+
+    def refresh(self) -> None:
+        """Re-evaluates time-dependent status (expiry) without any change of objects."""
+        with self._lock:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        now = datetime.now(UTC)
+        grants, results = [], []
+        for body in self._objects.values():
+            try:
+                grant = grant_from_object(body)
+                grants.append(grant)
+                results.append((body, grant, None))
+            except GrantError as exc:
+                results.append((body, None, exc))
+        self._store.replace(AccessSnapshot(tuple(grants)))
+        if self._writer is not None:
+            for body, grant, error in results:
+                self._reconcile_status(body, grant, error, now)
+
+    def _reconcile_status(self, body: dict[str, Any], grant: Any, error: GrantError | None,
+                          now: datetime) -> None:
+        assert self._writer is not None
+        desired = desired_status(body, grant, error, now)
+        meta = body.get("metadata") or {}
+        ns, name, uid = meta.get("namespace", ""), meta.get("name", ""), self._uid(body)
+        if needs_patch(body, desired):
+            self._writer.patch_status(StatusPatch(ns, name, uid, desired))
+            # Remember what we asked for: a second rebuild before the watch echoes it must not re-patch.
+            body["status"] = {**(body.get("status") or {}), **desired}
+        reason = desired["conditions"][0]["reason"]
+        if error is not None and self._reported.get(uid) != reason:
+            self._writer.emit(ObjectEvent(ns, name, uid, error.reason, str(error), warning=True))
+        self._reported[uid] = reason
+
+    def snapshot_size(self) -> int:
+        with self._lock:
+            return len(self._objects)

@@ -1,0 +1,98 @@
+"""Runs the control plane beside the gateway: kopf in its own thread with its own event loop,
+and a resync thread that lists every SSHAccess periodically and after each re-list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from sshserver.access import AccessStore
+from sshserver.kube import KubeClient
+from sshserver.logevents import event
+
+from . import GROUP, PLURAL, VERSION
+from .handlers import build_registry
+from .inventory import Inventory
+from .sessions import SessionEvents
+from .writer import ClusterWriter
+
+log = logging.getLogger("podssh.operator")
+
+
+class ControlPlaneError(Exception):
+    pass
+
+
+class ControlPlane:
+    def __init__(self, kube: KubeClient, store: AccessStore, resync_interval: float = 30.0,
+                 write_status: bool = True) -> None:
+        self.kube = kube
+        self.store = store
+        self.writer = ClusterWriter(kube) if write_status else None
+        self.inventory = Inventory(store, self.writer)
+        self.session_events = SessionEvents(self.writer) if self.writer else None
+        self._interval = resync_interval
+        self._relist = threading.Event()
+        self._stop = threading.Event()  # also kopf's stop flag
+        self._kopf_ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def list_all(self) -> list[dict[str, Any]]:
+        try:
+            result = self.kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ControlPlaneError(
+                    "the SSHAccess CRD is not installed (kubectl apply -f manifests/crd.yaml)") from None
+            raise ControlPlaneError(f"cannot list SSHAccess objects: {exc.status} {exc.reason}") from None
+        return list(result.get("items") or [])
+
+    def start(self) -> None:
+        """Lists once (so the snapshot is exact before the gateway serves), then starts the threads."""
+        if self.writer:
+            self.writer.start()
+        self.inventory.replace_all(self.list_all())
+        event(log, "snapshot_populated", grants=len(self.store.current.grants))
+        for target, name in ((self._run_kopf, "kopf"), (self._run_resync, "resync")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def relisted(self) -> None:
+        self._relist.set()
+
+    def _run_kopf(self) -> None:
+        registry = build_registry(self.kube, self.inventory, self.relisted)
+        try:
+            asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+                                      stop_flag=self._stop, ready_flag=self._kopf_ready))
+        except Exception:
+            log.exception("kopf_stopped")
+
+    def _run_resync(self) -> None:
+        while not self._stop.is_set():
+            relisted = self._relist.wait(self._interval)
+            if self._stop.is_set():
+                break
+            if relisted:
+                self._stop.wait(0.5)  # let the re-listing finish first
+            self._relist.clear()
+            try:
+                self.inventory.replace_all(self.list_all())
+            except ControlPlaneError as exc:
+                event(log, "resync_failed", logging.WARNING, error=str(exc))
+            except Exception:
+                log.exception("resync_failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._relist.set()
+        for t in self._threads:
+            t.join(10)
+        if self.writer:
+            self.writer.stop()

@@ -1,0 +1,102 @@
+"""Keeps live sessions within their grants: revocation, expiry and limits, checked on every
+snapshot swap and on a short tick (expiry and limits are a matter of time, not of events)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from .access import AccessSnapshot, Grant
+from .logevents import event
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .session import Session
+
+log = logging.getLogger("podssh.enforcer")
+
+WARN_BEFORE_END = 60.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str  # revoked, expired, idle, limit
+    message: str
+
+
+def covering_grant(session: Session, grants: tuple[Grant, ...]) -> Grant | None:
+    """The grant that still allows this session: its own if it does, else any other."""
+    r = session.resolved
+    if r is None:
+        return None
+    ok = [g for g in grants if g.covers(r.namespace, r.labels, r.container) and g.allow.permits(session.kind)]
+    same = [g for g in ok if session.grant is not None and g.uid == session.grant.uid]
+    return (same or ok or [None])[0]
+
+
+def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float) -> Verdict | None:
+    if session.grant is None or session.conn.identity is None:
+        return None  # not started yet: the session checks its grant itself when it starts
+    grant = covering_grant(session, snapshot.grants_for(session.conn.identity, now))
+    if grant is None:
+        old = snapshot.grant_by_uid(session.grant.uid)
+        if old is not None and old.expires_at is not None and now >= old.expires_at:
+            return Verdict("expired", f"access {old.ref} expired at {old.expires_at.isoformat()}")
+        cert = session.conn.identity.certificate
+        if cert is not None and not cert.valid_at(now):
+            return Verdict("expired", "your certificate expired")
+        return Verdict("revoked", f"access {session.grant.ref} was revoked")
+    session.grant = grant
+    limits = grant.limits
+    if limits.max_session_duration is not None:
+        left = limits.max_session_duration - (mono - session.started)
+        if left <= 0:
+            return Verdict("limit", f"session reached its maximum duration ({int(limits.max_session_duration)}s)")
+        if left <= WARN_BEFORE_END and not session.warned:
+            session.warned = True
+            session.notify(f"podssh: this session ends in {int(left)}s (maximum session duration)")
+    if limits.idle_timeout is not None and mono - session.last_activity >= limits.idle_timeout:
+        return Verdict("idle", f"session idle for {int(limits.idle_timeout)}s")
+    return None
+
+
+class Enforcer:
+    def __init__(self, gateway: Gateway, tick: float = 0.25) -> None:
+        self._gw = gateway
+        self._tick = tick
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="enforcer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def snapshot_changed(self, _snapshot: AccessSnapshot) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._tick)
+            self._wake.clear()
+            try:
+                self.check_all()
+            except Exception:  # never let a bug stop enforcement for good
+                log.exception("enforcer_failed")
+
+    def check_all(self) -> None:
+        snapshot = self._gw.store.current
+        now, mono = datetime.now(UTC), time.monotonic()
+        for session in self._gw.sessions():
+            verdict = judge(session, snapshot, now, mono)
+            if verdict is not None:
+                event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.reason,
+                      message=verdict.message)
+                session.terminate(verdict.reason, verdict.message)
