@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Secret holding the host keys, created when absent")
     serve.add_argument("--banner", help="text shown to clients before authentication")
     serve.add_argument("--banner-file", type=Path, help="file whose text is shown before authentication")
+    serve.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
+                       help="serve /metrics, /healthz and /readyz on this address")
     serve.add_argument("--impersonate", action="store_true",
                        help="exec as the grant's user (Impersonate-User), so cluster RBAC decides")
     serve.add_argument("--max-auth-tries", type=int, default=6)
@@ -57,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-unauthenticated", type=int, default=64)
     serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
+    gr.add_argument("--user", required=True, help="who gets access (audit trail)")
+    gr.add_argument("--key", required=True, action="append", type=Path, help="public key file (repeatable)")
+    gr.add_argument("--namespace", "-n", required=True)
+    gr.add_argument("--selector", "-l", required=True, help="pod labels, key=value[,key=value]")
+    gr.add_argument("--name", help="object name (default: USER-ssh)")
+    gr.add_argument("--expires", help="validity from now, e.g. 8h, 30m")
+    gr.add_argument("--allow", default="shell,exec", help="shell,exec,sftp (default: shell,exec)")
+    gr.add_argument("--port-forward", type=int, action="append", metavar="PORT", help="allow ssh -L to PORT")
+    sc = sub.add_parser("ssh-config", help="print an ~/.ssh/config block for the gateway")
+    sc.add_argument("--host", required=True, help="the gateway's address")
+    sc.add_argument("--port", type=int, default=22)
+    sc.add_argument("--alias", default="podssh")
+    sc.add_argument("--identity", help="private key file to use")
     op = sub.add_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
     op.add_argument("--kubeconfig")
     op.add_argument("--context")
@@ -98,6 +114,7 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver.access import AccessStore
     from sshserver.accessfile import load_access_file
     from sshserver.gateway import Gateway
+    from sshserver.monitoring import MonitoringServer
 
     from .runner import ControlPlane, ControlPlaneError
 
@@ -143,6 +160,23 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}")
     acceptor = threading.Thread(target=gateway.serve_forever, name="accept", daemon=True)
+
+    def ready() -> tuple[bool, str]:
+        if not store.current.populated:
+            return False, "access snapshot not populated yet"
+        if control is not None and not control.healthy:
+            return False, "the control plane stopped"
+        if not acceptor.is_alive() or gateway.stopping:
+            return False, "not accepting connections"
+        return True, "ready"
+
+    monitoring = None
+    if args.metrics:
+        try:
+            monitoring = MonitoringServer(*args.metrics, gateway.metrics.registry, ready)
+        except OSError as exc:
+            return _fail(f"cannot listen on {args.metrics[0]}:{args.metrics[1]}: {exc.strerror or exc}")
+        monitoring.start()
     acceptor.start()
     event(log, "ready", grants=len(store.current.grants), source="file" if control is None else "cluster")
     if not _wait_for_signal(acceptor.is_alive):
@@ -150,6 +184,8 @@ def serve(args: argparse.Namespace) -> int:
     gateway.shutdown()
     if control is not None:
         control.stop()
+    if monitoring is not None:
+        monitoring.stop()
     event(log, "stopped")
     return 0
 
@@ -178,7 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "operator":
         return run_operator(args)
-    return 2
+    from .manifests import grant_manifest, read_keys, ssh_config
+
+    try:
+        if args.command == "grant":
+            print(grant_manifest(user=args.user, keys=read_keys(args.key), namespace=args.namespace,
+                                 selector=args.selector, name=args.name, expires=args.expires,
+                                 allow=args.allow, ports=args.port_forward), end="")
+        elif args.command == "ssh-config":
+            print(ssh_config(host=args.host, port=args.port, alias=args.alias, identity=args.identity), end="")
+    except ValueError as exc:
+        return _fail(str(exc))
+    return 0
 
 
 if __name__ == "__main__":

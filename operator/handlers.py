@@ -44,6 +44,7 @@ def build_registry(kube: KubeClient, inventory: Inventory, relisted: Callable[[]
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False
         settings.peering.standalone = True
+        settings.scanning.disabled = True  # cluster-wide, one known resource: no RBAC for discovery watches
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 10

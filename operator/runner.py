@@ -41,6 +41,7 @@ class ControlPlane:
         self._stop = threading.Event()  # also kopf's stop flag
         self._kopf_ready = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._kopf_failures = 0
 
     def list_all(self) -> list[dict[str, Any]]:
         try:
@@ -67,12 +68,26 @@ class ControlPlane:
         self._relist.set()
 
     def _run_kopf(self) -> None:
-        registry = build_registry(self.kube, self.inventory, self.relisted)
-        try:
-            asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
-                                      stop_flag=self._stop, ready_flag=self._kopf_ready))
-        except Exception:
-            log.exception("kopf_stopped")
+        """Runs kopf until stopped; restarts it with a growing pause if it ever fails."""
+        delay = 1.0
+        while not self._stop.is_set():
+            registry = build_registry(self.kube, self.inventory, self.relisted)
+            try:
+                asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+                                          stop_flag=self._stop, ready_flag=self._kopf_ready))
+            except Exception:
+                log.exception("kopf_failed")
+            if self._stop.is_set():
+                break
+            self._kopf_failures += 1
+            event(log, "kopf_restarting", logging.WARNING, delay_s=delay, failures=self._kopf_failures)
+            self.relisted()  # the watch was down: list everything once kopf is back
+            self._stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    @property
+    def healthy(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
 
     def _run_resync(self) -> None:
         while not self._stop.is_set():

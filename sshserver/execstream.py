@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import websocket
 
-from .kube import Impersonation, KubeClient
+from .kube import Impersonation, KubeClient, http_reason
 from .logevents import event
 
 log = logging.getLogger("podssh.exec")
@@ -28,6 +28,10 @@ STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 class ExecError(Exception):
     """The exec stream could not be opened; the message is fit for the SSH user."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # bounded: an HTTP status name or "Unreachable"
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,9 @@ class ExecStream:
             ws.connect(url, header=kube.websocket_headers(req.impersonate),
                        subprotocols=[V5, V4], timeout=timeout)
         except websocket.WebSocketBadStatusException as exc:
-            raise ExecError(_error_message(exc)) from None
+            raise ExecError(_error_message(exc), http_reason(exc.status_code)) from None
         except (OSError, websocket.WebSocketException) as exc:
-            raise ExecError(f"cannot reach the Kubernetes API server: {exc}") from None
+            raise ExecError(f"cannot reach the Kubernetes API server: {exc}", "Unreachable") from None
         ws.settimeout(None)
         protocol = ws.subprotocol or V4
         if protocol != V5:

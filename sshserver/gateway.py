@@ -19,6 +19,7 @@ from .connection import ChannelRequests, Connection
 from .enforcer import Enforcer
 from .kube import KubeClient
 from .logevents import event
+from .metrics import Metrics
 from .observer import SessionObserver, SessionOutcome
 from .resolver import PodResolver
 from .server import GatewayServer
@@ -33,11 +34,13 @@ SUPERVISE_INTERVAL = 0.25
 
 class Gateway:
     def __init__(self, settings: GatewaySettings, store: AccessStore, kube: KubeClient,
-                 host_keys: Sequence[paramiko.PKey]) -> None:
+                 host_keys: Sequence[paramiko.PKey], metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.kube = kube
-        self.resolver = PodResolver(kube)
+        self.metrics = metrics or Metrics()
+        self.metrics.track_snapshot(lambda: self.store.current.built_at, lambda: len(self.store.current.grants))
+        self.resolver = PodResolver(kube, on_api_error=self.api_error)
         self.throttle = FailureThrottle(settings.failure_delay_base, settings.failure_delay_cap)
         self._host_keys = list(host_keys)
         self._control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
@@ -87,10 +90,12 @@ class Gateway:
                     refused = False
                     self._unauthenticated += 1
             if refused:
+                self.metrics.connections_total.labels("refused").inc()
                 event(log, "connection_refused", logging.WARNING, peer=peer,
                       reason="too many unauthenticated connections")
                 client.close()
                 continue
+            self.metrics.connections_total.labels("accepted").inc()
             client.settimeout(None)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._handle, args=(client, peer), daemon=True,
@@ -118,6 +123,7 @@ class Gateway:
         counted = True  # still in the unauthenticated count
         with self._lock:
             self._connections.add(conn)
+        self.metrics.connections.inc()
         event(log, "connection_open", conn=conn.id, peer=peer)
         transport = None
         reason = "client"
@@ -128,6 +134,7 @@ class Gateway:
                 transport.start_server(server=GatewayServer(self, conn))
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 reason = "handshake_failed"
+                self.metrics.handshake_failures.inc()
                 event(log, "handshake_failed", conn=conn.id, peer=peer, error=str(exc)[:200] or type(exc).__name__)
                 return
             deadline = time.monotonic() + self.settings.login_grace_time
@@ -166,6 +173,7 @@ class Gateway:
         grants = conn.grants
         ident = conn.identity
         cert = ident.certificate if ident else None
+        self.metrics.auth_attempts.labels("publickey-cert" if cert else "publickey", "success").inc()
         event(log, "auth_success", conn=conn.id, peer=conn.peer,
               method="publickey-cert" if cert else "publickey",
               fingerprint=ident.fingerprint if ident else None, target=(conn.username or "")[:256],
@@ -197,6 +205,7 @@ class Gateway:
             conn.requests.clear()
         with self._lock:
             self._connections.discard(conn)
+        self.metrics.connections.dec()
         event(log, "connection_close", conn=conn.id, peer=conn.peer, reason=reason)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -227,7 +236,11 @@ class Gateway:
                     return grant
         return None
 
+    def api_error(self, reason: str) -> None:
+        self.metrics.api_errors.labels(reason).inc()
+
     def observe_start(self, session: Session) -> None:
+        self.metrics.sessions_active.labels(session.kind).inc()
         record = session.record()
         if record is None:
             return
@@ -245,6 +258,11 @@ class Gateway:
             conn.requests.pop(session.channel.get_id(), None)
         with self._lock:
             self._sessions.discard(session)
+        m = self.metrics
+        m.sessions_ended.labels(end.reason).inc()
+        if session.opened:
+            m.sessions_active.labels(session.kind).dec()
+            m.session_duration.labels(session.kind).observe(time.monotonic() - session.started)
         record = session.record()
         if record is None:
             return
@@ -260,6 +278,10 @@ class Gateway:
         if conn.identity is None:
             return ()
         return self.store.current.grants_for(conn.identity, datetime.now(UTC))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def sessions(self) -> list[Session]:
         with self._lock:

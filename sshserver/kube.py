@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from kubernetes import client, config
@@ -80,3 +81,11 @@ class KubeClient:
         if cfg.tls_server_name:
             opts["server_hostname"] = cfg.tls_server_name
         return opts
+
+
+def http_reason(code: int | None) -> str:
+    """A bounded metric label for an HTTP status: its reason phrase in CamelCase."""
+    try:
+        return HTTPStatus(code or 0).phrase.replace(" ", "")
+    except ValueError:
+        return "Other"

@@ -6,14 +6,14 @@ the user sees verbatim, so it names the problem without revealing pods the key c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from .access import Grant
-from .kube import KubeClient
+from .kube import KubeClient, http_reason
 from .labelselector import LabelSelector
 from .target import Target, TargetError
 
@@ -35,9 +35,15 @@ def _is_ready(pod: Any) -> bool:
 
 
 class PodResolver:
-    def __init__(self, kube: KubeClient, timeout: float = 10.0) -> None:
+    def __init__(self, kube: KubeClient, timeout: float = 10.0,
+                 on_api_error: Callable[[str], None] | None = None) -> None:
         self._kube = kube
         self._timeout = timeout
+        self._on_api_error = on_api_error or (lambda _reason: None)
+
+    def _failed(self, exc: ApiException, what: str) -> TargetError:
+        self._on_api_error(http_reason(exc.status))
+        return TargetError(f"cannot {what}: {_reason(exc)}")
 
     def resolve(self, target: Target, grants: Sequence[Grant]) -> ResolvedTarget:
         namespaces = sorted({g.namespace for g in grants})
@@ -65,7 +71,7 @@ class PodResolver:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise TargetError(f"cannot read pod {namespace}/{name}: {_reason(exc)}") from None
+            raise self._failed(exc, f"read pod {namespace}/{name}") from None
 
     def _find_pod(self, namespaces: Sequence[str], name: str) -> Any:
         found = [p for p in (self._read_pod(ns, name) for ns in namespaces) if p is not None]
@@ -91,7 +97,7 @@ class PodResolver:
         except ApiException as exc:
             if exc.status == 404:
                 raise TargetError(f"unknown {singular} {namespace}/{name}") from None
-            raise TargetError(f"cannot read {singular} {namespace}/{name}: {_reason(exc)}") from None
+            raise self._failed(exc, f"read {singular} {namespace}/{name}") from None
         sel = workload.spec.selector
         selector = LabelSelector.from_dict(self._kube.api_client.sanitize_for_serialization(sel) if sel else {})
         try:
@@ -99,7 +105,7 @@ class PodResolver:
                 namespace, label_selector=str(selector), _request_timeout=self._timeout
             ).items
         except ApiException as exc:
-            raise TargetError(f"cannot list pods of {singular} {namespace}/{name}: {_reason(exc)}") from None
+            raise self._failed(exc, f"list pods of {singular} {namespace}/{name}") from None
         running = [p for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
         ready = sorted((p for p in running if _is_ready(p)), key=lambda p: p.metadata.name)
         if ready:

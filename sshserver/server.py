@@ -91,6 +91,7 @@ class GatewayServer(paramiko.ServerInterface):
     def _fail(self, username: str, method: str, fp: str | None, why: str | None = None) -> int:
         conn = self._conn
         conn.auth_failures += 1
+        self._gw.metrics.auth_attempts.labels(method, "failure").inc()
         source = conn.peer.rsplit(":", 1)[0]
         delay = self._gw.throttle.delay(source)
         self._gw.throttle.failed(source)

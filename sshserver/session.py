@@ -81,6 +81,7 @@ class Session:
         self.grant: Grant | None = None
         self.started = time.monotonic()
         self.last_activity = self.started
+        self.opened = False  # an exec stream was established
         self.warned = False  # the one-minute warning before maxSessionDuration was shown
         self.bytes_in = 0
         self.bytes_out = 0
@@ -164,7 +165,10 @@ class Session:
         try:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
         except ExecError as exc:
+            self._gw.api_error(exc.reason)
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
+        self._gw.metrics.exec_setup.observe(time.monotonic() - setup)
+        self.opened = True
         with self._resize_lock:
             self._stream = stream
         self._flush_resize()
@@ -221,15 +225,18 @@ class Session:
     def _copy_output(self, stream: ExecStream) -> ExitStatus | None:
         chan = self.channel
         status = None
+        from_pod = self._gw.metrics.bytes.labels("from_pod")
         try:
             for channel, data in stream.frames():
                 self.last_activity = time.monotonic()
                 if channel == STDOUT:
                     chan.sendall(data)
                     self.bytes_out += len(data)
+                    from_pod.inc(len(data))
                 elif channel == STDERR:
                     chan.sendall_stderr(data)
                     self.bytes_out += len(data)
+                    from_pod.inc(len(data))
                 elif channel == STATUS:
                     status = parse_status(data)
         except OSError:  # the channel closed under us: the client is gone
@@ -238,6 +245,7 @@ class Session:
 
     def _pump_stdin(self, stream: ExecStream) -> None:
         chan, size = self.channel, self._gw.settings.read_size
+        to_pod = self._gw.metrics.bytes.labels("to_pod")
         try:
             while True:
                 data = chan.recv(size)
@@ -247,6 +255,7 @@ class Session:
                     self._flush_resize()
                 stream.send_stdin(data)
                 self.bytes_in += len(data)
+                to_pod.inc(len(data))
                 self.last_activity = time.monotonic()
         except Exception:  # the stream died; the output side reports why
             return

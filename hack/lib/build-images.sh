@@ -6,6 +6,9 @@
 #                                pod sandbox ("pause") image
 #   podssh.local/debian:bookworm Debian minbase with bash, coreutils, tar and
 #                                OpenSSH's sftp-server
+#   podssh.local/python-base:bookworm  (only with the argument `python-base`)
+#                                Debian minbase with python3 and venv: the base the
+#                                gateway image is built on here (BASE in the Dockerfile)
 set -euo pipefail
 LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 IMAGES="${PODSSH_CACHE:-$HOME/.cache/podssh}/images"
@@ -34,16 +37,26 @@ if [[ ! -f "$IMAGES/busybox.tar" ]]; then
   rm -rf "$work"; trap - EXIT
 fi
 
-if [[ ! -f "$IMAGES/debian.tar" ]]; then
-  echo ">> building image podssh.local/debian:bookworm with debootstrap (a few minutes)" >&2
-  work="$(mktemp -d /var/tmp/podssh-debootstrap.XXXXXX)"; trap 'rm -rf "$work"' EXIT
-  r="$work/rootfs"
+debian_image() {  # name ref extra-packages
+  local name="$1" ref="$2" include="$3"
+  [[ -f "$IMAGES/$name.tar" ]] && return 0
+  echo ">> building image $ref with debootstrap (a few minutes)" >&2
+  local work; work="$(mktemp -d /var/tmp/podssh-debootstrap.XXXXXX)"
+  local r="$work/rootfs"
+  local mirror
   mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-  debootstrap --variant=minbase --include=openssh-sftp-server,procps \
-    bookworm "$r" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 \
-    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  if ! debootstrap --variant=minbase --include="$include" \
+      bookworm "$r" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1; then
+    tail -20 "$work/debootstrap.log" >&2; rm -rf "$work"; exit 1
+  fi
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r"/dev/* "$r"/proc/* "$r"/sys/*
   rootfs_common "$r"
-  python3 "$LIB/oci_image.py" "$r" podssh.local/debian:bookworm "$IMAGES/debian.tar" --cmd "$IDLE"
-  rm -rf "$work"; trap - EXIT
+  python3 "$LIB/oci_image.py" "$r" "$ref" "$IMAGES/$name.tar" --cmd "$IDLE"
+  rm -rf "$work"
+}
+
+if [[ "${1:-}" == python-base ]]; then
+  debian_image python-base podssh.local/python-base:bookworm python3,python3-venv,ca-certificates
+  exit 0
 fi
+debian_image debian podssh.local/debian:bookworm openssh-sftp-server,procps

@@ -60,6 +60,9 @@ def build(rootfs: Path, ref: str, cmd: list[str], out: Path, env: list[str]) -> 
             "os": "linux",
             "config": {"Cmd": cmd, "Env": env, "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            # Builders (buildah) check that history and layers agree.
+            "created": "1970-01-01T00:00:00Z",
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "hack/lib/oci_image.py"}],
         }
         with tarfile.open(out, "w") as tar:
             info = tarfile.TarInfo(f"blobs/sha256/{layer_digest.split(':')[1]}")
