@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-auth-tries", type=int, default=6)
     serve.add_argument("--login-grace-time", type=float, default=30.0, metavar="SECONDS")
     serve.add_argument("--max-unauthenticated", type=int, default=64)
-    serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
+    serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="after SIGTERM, how long live sessions may go on before they are ended")
+    serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="after SIGTERM, keep accepting (and report not ready) this long first")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
     gr.add_argument("--user", required=True, help="who gets access (audit trail)")
@@ -150,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
         listen_host=args.listen[0], listen_port=args.listen[1], banner=banner,
         max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
         max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
-        drain_timeout=args.drain_timeout,
+        drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay,
     )
     gateway = Gateway(settings, store, kube, keys)
     if control is not None and control.session_events is not None:
@@ -166,7 +169,7 @@ def serve(args: argparse.Namespace) -> int:
             return False, "access snapshot not populated yet"
         if control is not None and not control.healthy:
             return False, "the control plane stopped"
-        if not acceptor.is_alive() or gateway.stopping:
+        if not acceptor.is_alive() or gateway.draining:
             return False, "not accepting connections"
         return True, "ready"
 

@@ -48,6 +48,7 @@ class Gateway:
         self._sessions: set[Session] = set()
         self._connections: set[Connection] = set()
         self._unauthenticated = 0
+        self._draining = threading.Event()  # shutting down: report not ready
         self._stopping = threading.Event()  # no new connections or sessions
         self._closing = threading.Event()  # drain is over: close what is left
         self._sock: socket.socket | None = None
@@ -280,8 +281,8 @@ class Gateway:
         return self.store.current.grants_for(conn.identity, datetime.now(UTC))
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
+    def draining(self) -> bool:
+        return self._draining.is_set()
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -295,8 +296,13 @@ class Gateway:
     # --- stopping ---------------------------------------------------------------------------
 
     def shutdown(self, drain_timeout: float | None = None) -> None:
-        """Stops accepting, tells live sessions, waits for them, then ends what is left."""
+        """Reports not ready, keeps accepting while load balancers catch up (shutdown_delay), then
+        stops accepting, tells live sessions, waits for them, and ends what is left."""
         drain = self.settings.drain_timeout if drain_timeout is None else drain_timeout
+        self._draining.set()
+        if self.settings.shutdown_delay > 0:
+            event(log, "shutdown_pending", delay_s=self.settings.shutdown_delay)
+            time.sleep(self.settings.shutdown_delay)
         self._stopping.set()
         live = self.sessions()
         event(log, "shutdown", sessions=len(live), drain_s=drain)

@@ -27,4 +27,5 @@ class GatewaySettings:
     exec_timeout: float = 30.0
     impersonate: bool = False
     drain_timeout: float = 10.0
+    shutdown_delay: float = 0.0  # keep accepting this long after SIGTERM, while endpoints update
     version: str = "SSH-2.0-podssh"

@@ -1,0 +1,112 @@
+"""podssh installed the way users install it: image from the Dockerfile, `kubectl apply -k`,
+`make demo`; the gateway then runs with nothing but the manifests' ServiceAccount."""
+
+from __future__ import annotations
+
+import shlex
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO, Cluster
+
+GW_NS = "podssh-system"
+
+
+@pytest.fixture(scope="module")
+def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("home")
+    env = dict(cluster.env, PODSSH_DEMO_KEY=str(home / "id_demo"))
+    proc = subprocess.run([str(REPO / "hack" / "demo"), "up"], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = next(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("ssh "))
+    *options, destination = shlex.split(command)
+    argv = [*options, "-o", f"UserKnownHostsFile={home / 'known_hosts'}", "-o", "BatchMode=yes", destination]
+    return {"command": argv, "env": env}
+
+
+def run(cmd: list[str], remote: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cmd, remote], capture_output=True, text=True, timeout=60)
+
+
+def test_make_demo_ends_with_a_working_ssh(demo: dict) -> None:
+    proc = run(demo["command"], "echo demo-ok; cat /etc/debian_version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("demo-ok\n")
+
+
+def test_both_replicas_ready_and_hardened(cluster: Cluster, demo: dict) -> None:
+    ready = cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)
+    assert len(ready) == 2
+    pod = cluster.get("pod", "-n", GW_NS, ready[0])
+    sc = pod["spec"]["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"]
+    assert pod["spec"]["serviceAccountName"] == "podssh"
+
+
+def _host_key(cluster: Cluster) -> str:
+    out = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", "30022", cluster.node_ip],
+                         capture_output=True, text=True, timeout=30).stdout
+    return out.split()[-1]
+
+
+def test_losing_a_replica_keeps_the_host_key_and_logins(cluster: Cluster, demo: dict) -> None:
+    key = _host_key(cluster)
+    victim = cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)[0]
+    cluster.kubectl("-n", GW_NS, "delete", "pod", victim, "--grace-period=1", "--wait=false")
+    for i in range(10):
+        proc = run(demo["command"], f"echo login-{i}")
+        assert proc.stdout == f"login-{i}\n", proc.stderr
+        assert _host_key(cluster) == key
+    cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)
+    assert _host_key(cluster) == key
+
+
+def _as_gateway(cluster: Cluster, path: str) -> int:
+    token = cluster.kubectl("-n", GW_NS, "create", "token", "podssh").stdout.strip()
+    ca = str(Path(cluster.kubeconfig).parent / "pki" / "ca.crt")
+    ctx = ssl.create_default_context(cafile=ca)
+    req = urllib.request.Request(f"https://127.0.0.1:6443{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_least_privilege_is_enforced_by_the_cluster(cluster: Cluster, demo: dict) -> None:
+    # Allowed: what the gateway needs.
+    assert _as_gateway(cluster, "/api/v1/namespaces/demo/pods") == 200
+    assert _as_gateway(cluster, "/apis/podssh.dev/v1alpha1/sshaccesses") == 200
+    assert _as_gateway(cluster, f"/api/v1/namespaces/{GW_NS}/secrets/podssh-hostkeys") == 200
+    # Denied: anything else, e.g. Secrets elsewhere, other Secrets of its own namespace, nodes.
+    assert _as_gateway(cluster, "/api/v1/namespaces/default/secrets") == 403
+    assert _as_gateway(cluster, "/api/v1/namespaces/demo/secrets") == 403
+    assert _as_gateway(cluster, f"/api/v1/namespaces/{GW_NS}/secrets") == 403
+    assert _as_gateway(cluster, "/api/v1/nodes") == 403
+    assert _as_gateway(cluster, "/api/v1/namespaces/kube-system/configmaps") == 403
+
+
+def test_gateway_metrics_and_readiness_in_cluster(cluster: Cluster, demo: dict) -> None:
+    pod = cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)[0]
+    ip = cluster.get("pod", "-n", GW_NS, pod)["status"]["podIP"]
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:9090/readyz", timeout=5) as resp:
+                assert resp.read() == b"ready\n"
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert "podssh_build_info" in text and "podssh_access_grants" in text
