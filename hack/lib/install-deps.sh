@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   containerd runc containernetworking-plugins etcd-server
   busybox-static debootstrap iptables conntrack iproute2 socat openssl
-  openssh-client openssh-server rsync kmod util-linux procps psmisc ca-certificates
+  openssh-client openssh-server rsync kmod util-linux procps psmisc ca-certificates buildah
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
