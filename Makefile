@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The folder operator/ would shadow the standard library's `operator` for `python -m …` run
+# from here; never put the current directory on sys.path.
+export PYTHONSAFEPATH := 1
 
 .PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean
 

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--banner-file", type=Path, help="file whose text is shown before authentication")
     serve.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
                        help="serve /metrics, /healthz and /readyz on this address")
+    serve.add_argument("--audit-log", default="-", metavar="FILE",
+                       help="where the audit trail (JSON lines) goes; - for stdout (default)")
+    serve.add_argument("--record-dir", type=Path, metavar="DIR",
+                       help="record interactive sessions here as asciicast v2 files")
     serve.add_argument("--impersonate", action="store_true",
                        help="exec as the grant's user (Impersonate-User), so cluster RBAC decides")
     serve.add_argument("--max-auth-tries", type=int, default=6)
@@ -116,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver import hostkeys
     from sshserver.access import AccessStore
     from sshserver.accessfile import load_access_file
+    from sshserver.audit import AuditTrail
     from sshserver.gateway import Gateway
     from sshserver.monitoring import MonitoringServer
 
@@ -153,9 +158,13 @@ def serve(args: argparse.Namespace) -> int:
         listen_host=args.listen[0], listen_port=args.listen[1], banner=banner,
         max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
         max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
-        drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay,
+        drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
     )
-    gateway = Gateway(settings, store, kube, keys)
+    try:
+        audit = AuditTrail.open(args.audit_log)
+    except OSError as exc:
+        return _fail(f"cannot open audit log {args.audit_log}: {exc.strerror or exc}")
+    gateway = Gateway(settings, store, kube, keys, audit=audit)
     if control is not None and control.session_events is not None:
         gateway.observers.append(control.session_events)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import paramiko
 
 from .access import AccessStore, Grant
+from .audit import AuditTrail
 from .connection import ChannelRequests, Connection
 from .enforcer import Enforcer
 from .kube import KubeClient
@@ -34,8 +35,10 @@ SUPERVISE_INTERVAL = 0.25
 
 class Gateway:
     def __init__(self, settings: GatewaySettings, store: AccessStore, kube: KubeClient,
-                 host_keys: Sequence[paramiko.PKey], metrics: Metrics | None = None) -> None:
+                 host_keys: Sequence[paramiko.PKey], metrics: Metrics | None = None,
+                 audit: AuditTrail | None = None) -> None:
         self.settings = settings
+        self.audit = audit or AuditTrail()
         self.store = store
         self.kube = kube
         self.metrics = metrics or Metrics()
@@ -125,7 +128,7 @@ class Gateway:
         with self._lock:
             self._connections.add(conn)
         self.metrics.connections.inc()
-        event(log, "connection_open", conn=conn.id, peer=peer)
+        self.audit.record("connection_open", conn=conn.id, peer=peer)
         transport = None
         reason = "client"
         try:
@@ -175,7 +178,7 @@ class Gateway:
         ident = conn.identity
         cert = ident.certificate if ident else None
         self.metrics.auth_attempts.labels("publickey-cert" if cert else "publickey", "success").inc()
-        event(log, "auth_success", conn=conn.id, peer=conn.peer,
+        self.audit.record("auth_success", conn=conn.id, peer=conn.peer,
               method="publickey-cert" if cert else "publickey",
               fingerprint=ident.fingerprint if ident else None, target=(conn.username or "")[:256],
               grants=[g.ref for g in grants], users=sorted({g.user for g in grants}),
@@ -207,7 +210,7 @@ class Gateway:
         with self._lock:
             self._connections.discard(conn)
         self.metrics.connections.dec()
-        event(log, "connection_close", conn=conn.id, peer=conn.peer, reason=reason)
+        self.audit.record("connection_close", conn=conn.id, peer=conn.peer, reason=reason)
 
     # --- sessions ---------------------------------------------------------------------------
 

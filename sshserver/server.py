@@ -95,8 +95,9 @@ class GatewayServer(paramiko.ServerInterface):
         source = conn.peer.rsplit(":", 1)[0]
         delay = self._gw.throttle.delay(source)
         self._gw.throttle.failed(source)
-        event(log, "auth_failure", conn=conn.id, peer=conn.peer, method=method, fingerprint=fp,
-              target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2), reason=why)
+        self._gw.audit.record("auth_failure", conn=conn.id, peer=conn.peer, method=method, fingerprint=fp,
+                              target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2),
+                              reason=why)
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
             conn.hangup.set()
         if delay:

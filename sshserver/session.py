@@ -25,6 +25,7 @@ from .exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
 from .kube import Impersonation
 from .logevents import event
 from .observer import SessionRecord
+from .recording import Recording
 from .resolver import ResolvedTarget
 from .target import TargetError, parse_target
 
@@ -82,6 +83,7 @@ class Session:
         self.started = time.monotonic()
         self.last_activity = self.started
         self.opened = False  # an exec stream was established
+        self._recording: Recording | None = None
         self.warned = False  # the one-minute warning before maxSessionDuration was shown
         self.bytes_in = 0
         self.bytes_out = 0
@@ -127,6 +129,8 @@ class Session:
             if size:
                 with contextlib.suppress(Exception):  # a dead stream is reported by the output side
                     stream.resize(*size)
+                if self._recording is not None:
+                    self._recording.resize(*size)
 
     def notify(self, line: str) -> None:
         """One line on the user's stderr, without ending the session."""
@@ -174,11 +178,14 @@ class Session:
         self._flush_resize()
         if self._ended_by:  # terminated while the stream was opening
             stream.abort()
-        event(log, "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace,
-              pod=req.pod, container=req.container, grant=self.grant.ref if self.grant else None,
-              user=self.grant.user if self.grant else None, pty=self.tty,
-              command=self.command[:1024] if self.command else None, protocol=stream.protocol,
-              setup_ms=round((time.monotonic() - setup) * 1000, 1))
+        self._start_recording(req)
+        self._gw.audit.record(
+            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
+            container=req.container, grant=self.grant.ref if self.grant else None,
+            user=self.grant.user if self.grant else None, pty=self.tty,
+            command=self.command[:1024] if self.command else None, protocol=stream.protocol,
+            setup_ms=round((time.monotonic() - setup) * 1000, 1),
+            recording=str(self._recording.path) if self._recording else None)
         self._gw.observe_start(self)
         pump = threading.Thread(target=self._pump_stdin, args=(stream,), daemon=True,
                                 name=f"stdin-{self.conn.id}-{self.channel.get_id()}")
@@ -222,6 +229,17 @@ class Session:
             size=(pty.cols, pty.rows) if pty else None, impersonate=imp,
         )
 
+    def _start_recording(self, req: ExecRequest) -> None:
+        directory, pty = self._gw.settings.record_dir, self._requests.pty
+        if directory is None or pty is None or self.grant is None:
+            return
+        try:
+            self._recording = Recording.create(
+                directory, grant=self.grant.ref, user=self.grant.user, target=f"{req.namespace}/{req.pod}",
+                conn=self.conn.id, channel=self.channel.get_id(), cols=pty.cols, rows=pty.rows, term=pty.term)
+        except OSError as exc:  # a full disk must not cost the user the session; the log says so
+            event(log, "recording_failed", logging.WARNING, conn=self.conn.id, error=str(exc))
+
     def _copy_output(self, stream: ExecStream) -> ExitStatus | None:
         chan = self.channel
         status = None
@@ -233,6 +251,8 @@ class Session:
                     chan.sendall(data)
                     self.bytes_out += len(data)
                     from_pod.inc(len(data))
+                    if self._recording is not None:
+                        self._recording.output(data)
                 elif channel == STDERR:
                     chan.sendall_stderr(data)
                     self.bytes_out += len(data)
@@ -292,9 +312,13 @@ class Session:
         with contextlib.suppress(OSError, EOFError):
             chan.close()
         r = self.resolved
-        event(log, "session_end", conn=self.conn.id, kind=self.kind, reason=end.reason,
-              exit_status=end.code, error=end.error,
-              namespace=r.namespace if r else None, pod=r.pod if r else None,
-              duration_s=round(time.monotonic() - self.started, 3),
-              bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+        if self._recording is not None:
+            self._recording.close()
+        self._gw.audit.record(
+            "session_end", conn=self.conn.id, kind=self.kind, reason=end.reason, exit_status=end.code,
+            error=end.error, namespace=r.namespace if r else None, pod=r.pod if r else None,
+            container=r.container if r else None, grant=self.grant.ref if self.grant else None,
+            duration_s=round(time.monotonic() - self.started, 3), bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            recording=str(self._recording.path) if self._recording else None)
         self._gw.session_ended(self, end)

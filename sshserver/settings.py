@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
@@ -29,3 +30,4 @@ class GatewaySettings:
     drain_timeout: float = 10.0
     shutdown_delay: float = 0.0  # keep accepting this long after SIGTERM, while endpoints update
     version: str = "SSH-2.0-podssh"
+    record_dir: Path | None = None  # asciicast recordings of interactive sessions
