@@ -295,8 +295,11 @@ class Session:
                 return
 
     def _write_error(self, line: str) -> None:
+        data = (line + ("\r\n" if self.tty else "\n")).encode()
+        if self._recording is not None:  # the recording shows why a session ended, too
+            self._recording.output(data)
         with contextlib.suppress(OSError):
-            self.channel.sendall_stderr((line + ("\r\n" if self.tty else "\n")).encode())
+            self.channel.sendall_stderr(data)
 
     def _finish(self, end: SessionEnd) -> None:
         self._done.set()

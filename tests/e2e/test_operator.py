@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import NS
 from tests.support.cluster import Cluster
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
+from tests.support.ptyclient import PtyClient
 from tests.support.tcpproxy import CuttableProxy
 
 WEB = f"{NS}/deploy/web"
@@ -333,3 +334,23 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: grantor}}]
     allowed = wait_until(lambda: apply(crd, obj, kubeconfig=str(kubeconfig)).returncode == 0, timeout=10)
     assert allowed >= 0
     delete(crd, "by-grantor")
+
+
+def test_recording_is_complete_when_the_session_is_revoked(crd: Cluster, fresh_key: SSHKey, make_gateway,
+                                                          tmp_path: Path) -> None:
+    gw = make_gateway("--record-dir", str(tmp_path / "rec"), grants=None)
+    apply(crd, grant("recorded", NS, [fresh_key], {"app": "web"}))
+    wait_until(lambda: login_works(gw, fresh_key), timeout=10)
+    client = PtyClient(gw.ssh_argv(f"{NS}/deb", fresh_key, tty=True))
+    try:
+        client.send(b"echo before-$((40+2))\n")
+        client.expect(b"before-42")
+        delete(crd, "recorded")
+        client.expect(b"was revoked")
+        client.wait()
+    finally:
+        client.kill()
+    (cast,) = (tmp_path / "rec").glob("*.cast")
+    lines = cast.read_text().splitlines()
+    output = "".join(json.loads(line)[2] for line in lines[1:])
+    assert "before-42" in output and "was revoked" in output
