@@ -75,10 +75,11 @@ class Grant:
             return False
         return not (self.expires_at and now >= self.expires_at)
 
-    def covers(self, namespace: str, labels: Mapping[str, str] | None, container: str) -> bool:
+    def covers(self, namespace: str, labels: Mapping[str, str] | None, container: str | None) -> bool:
+        """container None: the pod as a whole (a forwarded port), whatever the container allowlist."""
         if namespace != self.namespace or not self.selector.matches(labels):
             return False
-        return self.containers is None or container in self.containers
+        return self.containers is None or container is None or container in self.containers
 
     def env_allowed(self, name: str) -> bool:
         return name in DEFAULT_ENV or name.startswith("LC_") or name in self.env

@@ -12,7 +12,7 @@ from .access import Grant, Identity
 if TYPE_CHECKING:
     import paramiko
 
-    from .session import Session
+    from .bridge import Bridge
 
 _ids = itertools.count(1)
 
@@ -29,6 +29,7 @@ class ChannelRequests:
     """What a session channel asked for before its shell/exec request."""
 
     pty: PtyRequest | None = None
+    forward: tuple[str, int] | None = None  # direct-tcpip: the destination asked for
     env: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
 
@@ -49,7 +50,7 @@ class Connection:
     notices: list[str] = field(default_factory=list)  # connection-wide, shown in the next session
     # Strong references: paramiko holds channels weakly and closes collected ones.
     channels: set[paramiko.Channel] = field(default_factory=set)
-    sessions: dict[int, Session] = field(default_factory=dict)
+    sessions: dict[int, Bridge] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def channel_requests(self, chanid: int) -> ChannelRequests:

@@ -14,8 +14,8 @@ from .access import AccessSnapshot, Grant
 from .logevents import event
 
 if TYPE_CHECKING:
+    from .bridge import Bridge as Session
     from .gateway import Gateway
-    from .session import Session
 
 log = logging.getLogger("podssh.enforcer")
 
@@ -33,7 +33,7 @@ def covering_grant(session: Session, grants: tuple[Grant, ...]) -> Grant | None:
     r = session.resolved
     if r is None:
         return None
-    ok = [g for g in grants if g.covers(r.namespace, r.labels, r.container) and g.allow.permits(session.kind)]
+    ok = [g for g in grants if g.covers(r.namespace, r.labels, r.container) and session.allowed_by(g)]
     same = [g for g in ok if session.grant is not None and g.uid == session.grant.uid]
     return (same or ok or [None])[0]
 

@@ -6,32 +6,23 @@ Frames carry the channel number in their first byte: 0 stdin, 1 stdout, 2 stderr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import websocket
 
-from .kube import Impersonation, KubeClient, http_reason
+from .kube import Impersonation, KubeClient
 from .logevents import event
+from .wsdial import ChannelStream, StreamError, dial
+
+ExecError = StreamError  # the name the session code uses
 
 log = logging.getLogger("podssh.exec")
 
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
-
-
-class ExecError(Exception):
-    """The exec stream could not be opened; the message is fit for the SSH user."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # bounded: an HTTP status name or "Unreachable"
 
 
 @dataclass(frozen=True)
@@ -46,21 +37,10 @@ class ExecRequest:
     impersonate: Impersonation | None = None
 
 
-def _error_message(exc: websocket.WebSocketBadStatusException) -> str:
-    """The API server explains refusals in a Status body; prefer its message."""
-    body = getattr(exc, "resp_body", None) or b""
-    try:
-        message = json.loads(body).get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return message or f"the API server refused the exec request (HTTP {exc.status_code})"
-
-
-class ExecStream:
+class ExecStream(ChannelStream):
     def __init__(self, ws: websocket.WebSocket, protocol: str) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self.protocol = protocol
-        self._closed = threading.Event()
 
     @property
     def can_close_stdin(self) -> bool:
@@ -76,17 +56,8 @@ class ExecStream:
             query.append(("tty", "true"))  # the kubelet merges stderr into the terminal
         else:
             query.append(("stderr", "true"))
-        url = kube.websocket_url(f"/api/v1/namespaces/{req.namespace}/pods/{req.pod}/exec", query)
-        ws = websocket.WebSocket(sslopt=kube.ssl_options(), skip_utf8_validation=True,
-                                 sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
-        try:
-            ws.connect(url, header=kube.websocket_headers(req.impersonate),
-                       subprotocols=[V5, V4], timeout=timeout)
-        except websocket.WebSocketBadStatusException as exc:
-            raise ExecError(_error_message(exc), http_reason(exc.status_code)) from None
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ExecError(f"cannot reach the Kubernetes API server: {exc}", "Unreachable") from None
-        ws.settimeout(None)
+        path = f"/api/v1/namespaces/{req.namespace}/pods/{req.pod}/exec"
+        ws = dial(kube, path, query, [V5, V4], req.impersonate, timeout)
         protocol = ws.subprotocol or V4
         if protocol != V5:
             event(log, "exec_protocol_fallback", logging.WARNING, protocol=protocol, stdin_eof=False)
@@ -108,30 +79,3 @@ class ExecStream:
     def resize(self, cols: int, rows: int) -> None:
         payload = json.dumps({"Width": int(cols), "Height": int(rows)}).encode()
         self._ws.send_bytes(b"\x04" + payload)
-
-    def frames(self) -> Iterator[tuple[int, bytes]]:
-        """Yields (channel, payload) until the stream ends; ends quietly on close or abort."""
-        ws = self._ws
-        while not self._closed.is_set():
-            try:
-                opcode, data = ws.recv_data()
-            except (OSError, websocket.WebSocketException):
-                return
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return
-            if not data:
-                continue
-            if isinstance(data, str):
-                data = data.encode()
-            yield data[0], data[1:]
-
-    def abort(self) -> None:
-        """Unblocks a reader in another thread; safe to call more than once."""
-        self._closed.set()
-        self._ws.abort()
-
-    def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(OSError, websocket.WebSocketException):
-            self._ws.close(timeout=1)
-        self._ws.shutdown()

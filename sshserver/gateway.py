@@ -16,15 +16,17 @@ import paramiko
 
 from .access import AccessStore, Grant
 from .audit import AuditTrail
+from .bridge import Bridge, SessionEnd
 from .connection import ChannelRequests, Connection
 from .enforcer import Enforcer
+from .forward import ForwardSession
 from .kube import KubeClient
 from .logevents import event
 from .metrics import Metrics
 from .observer import SessionObserver, SessionOutcome
 from .resolver import PodResolver
 from .server import GatewayServer
-from .session import Session, SessionEnd
+from .session import Session
 from .settings import GatewaySettings
 from .throttle import FailureThrottle
 
@@ -48,7 +50,7 @@ class Gateway:
         self._host_keys = list(host_keys)
         self._control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
         self._lock = threading.Lock()
-        self._sessions: set[Session] = set()
+        self._sessions: set[Bridge] = set()
         self._connections: set[Connection] = set()
         self._unauthenticated = 0
         self._draining = threading.Event()  # shutting down: report not ready
@@ -160,6 +162,9 @@ class Gateway:
                 if chan is not None:
                     with conn.lock:
                         conn.channels.add(chan)
+                        forward = conn.requests.get(chan.get_id(), ChannelRequests()).forward
+                    if forward is not None:
+                        self._start_bridge(conn, ForwardSession(self, conn, chan, forward[1]))
                 self._forget_closed(conn)
             if self._closing.is_set():
                 reason = "shutdown"
@@ -222,14 +227,18 @@ class Gateway:
                 return False
             requests = conn.requests.setdefault(chanid, ChannelRequests())
             session = Session(self, conn, channel, kind, command, requests)
-            conn.sessions[chanid] = session
-            conn.channels.add(channel)
+        return self._start_bridge(conn, session)
+
+    def _start_bridge(self, conn: Connection, bridge: Bridge) -> bool:
+        with conn.lock:
+            conn.sessions[bridge.channel.get_id()] = bridge
+            conn.channels.add(bridge.channel)
         with self._lock:
-            self._sessions.add(session)
-        session.start()
+            self._sessions.add(bridge)
+        bridge.start()
         return True
 
-    def claim_grant(self, session: Session, candidates: Sequence[Grant]) -> Grant | None:
+    def claim_grant(self, session: Bridge, candidates: Sequence[Grant]) -> Grant | None:
         """Binds the session to the first grant under its maxSessions; atomic across sessions."""
         with self._lock:
             for grant in candidates:
@@ -243,7 +252,7 @@ class Gateway:
     def api_error(self, reason: str) -> None:
         self.metrics.api_errors.labels(reason).inc()
 
-    def observe_start(self, session: Session) -> None:
+    def observe_start(self, session: Bridge) -> None:
         self.metrics.sessions_active.labels(session.kind).inc()
         record = session.record()
         if record is None:
@@ -254,7 +263,7 @@ class Gateway:
             except Exception:
                 log.exception("observer_failed")
 
-    def session_ended(self, session: Session, end: SessionEnd) -> None:
+    def session_ended(self, session: Bridge, end: SessionEnd) -> None:
         conn = session.conn
         with conn.lock:
             conn.sessions.pop(session.channel.get_id(), None)
@@ -287,7 +296,7 @@ class Gateway:
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    def sessions(self) -> list[Session]:
+    def sessions(self) -> list[Bridge]:
         with self._lock:
             return list(self._sessions)
 

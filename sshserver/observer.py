@@ -18,7 +18,7 @@ class SessionRecord:
     kind: str
     namespace: str
     pod: str
-    container: str
+    container: str | None
     peer: str
 
 

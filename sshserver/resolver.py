@@ -24,7 +24,7 @@ DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 class ResolvedTarget:
     namespace: str
     pod: str
-    container: str
+    container: str | None  # None for a port forward: ports belong to the pod
     labels: Mapping[str, str]  # the pod's labels when resolved: revocation re-checks selectors on them
     grants: tuple[Grant, ...]  # every grant of the key that covers this container
 
@@ -45,7 +45,7 @@ class PodResolver:
         self._on_api_error(http_reason(exc.status))
         return TargetError(f"cannot {what}: {_reason(exc)}")
 
-    def resolve(self, target: Target, grants: Sequence[Grant]) -> ResolvedTarget:
+    def resolve(self, target: Target, grants: Sequence[Grant], container_matters: bool = True) -> ResolvedTarget:
         namespaces = sorted({g.namespace for g in grants})
         if target.namespace is not None:
             if target.namespace not in namespaces:
@@ -58,11 +58,12 @@ class PodResolver:
         namespace, name = pod.metadata.namespace, pod.metadata.name
         if (pod.status.phase or "") != "Running":
             raise TargetError(f"pod {namespace}/{name} is not running (phase {pod.status.phase})")
-        container = self._container(pod, target.container)
+        container = self._container(pod, target.container) if container_matters else None
         labels = pod.metadata.labels or {}
         covering = tuple(g for g in grants if g.covers(namespace, labels, container))
         if not covering:
-            raise TargetError(f"not permitted: this key has no grant for {namespace}/{name}:{container}")
+            where = f"{namespace}/{name}" + (f":{container}" if container else "")
+            raise TargetError(f"not permitted: this key has no grant for {where}")
         return ResolvedTarget(namespace, name, container, dict(labels), covering)
 
     def _read_pod(self, namespace: str, name: str) -> Any | None:

@@ -22,6 +22,7 @@ from paramiko import (
 from .access import Identity
 from .certificates import CertificateError, is_certificate, parse_user_certificate
 from .connection import Connection, PtyRequest
+from .forward import LOCAL_NAMES
 from .keys import fingerprint
 from .logevents import event
 
@@ -112,13 +113,22 @@ class GatewayServer(paramiko.ServerInterface):
         if kind == "session":
             self._conn.channel_requests(chanid)
             return OPEN_SUCCEEDED
-        if kind == "direct-tcpip":
-            return OPEN_SUCCEEDED  # decided per destination in check_channel_direct_tcpip_request
         return OPEN_FAILED_UNKNOWN_CHANNEL_TYPE
 
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
-        event(log, "forward_refused", conn=self._conn.id, port=destination[1] if destination else None)
-        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists."""
+        conn = self._conn
+        if conn.transport is None or not conn.transport.is_authenticated():
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        host, port = (destination[0], destination[1]) if destination else ("", 0)
+        host = _text(host).lower()
+        allowed_ports = {p for g in conn.grants for p in g.allow.port_forward}
+        if host not in LOCAL_NAMES or port not in allowed_ports:
+            why = "not the pod itself (use localhost)" if host not in LOCAL_NAMES else "port not allowed"
+            event(log, "forward_refused", conn=conn.id, host=host[:64], port=port, reason=why)
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        conn.channel_requests(chanid).forward = (host, port)
+        return OPEN_SUCCEEDED
 
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int, height: int,
                                   pixelwidth: int, pixelheight: int, modes: bytes) -> bool:

@@ -13,20 +13,18 @@ import shlex
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import paramiko
 
 from .access import Grant
+from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
 from .kube import Impersonation
 from .logevents import event
-from .observer import SessionRecord
 from .recording import Recording
-from .resolver import ResolvedTarget
 from .target import TargetError, parse_target
 
 if TYPE_CHECKING:
@@ -35,17 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("podssh.session")
 
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
-
-
-class SessionRefused(Exception):
-    """The session cannot start; the message is shown to the user."""
-
-
-@dataclass(frozen=True)
-class SessionEnd:
-    code: int
-    reason: str  # exit, client, error, refused, revoked, shutdown
-    error: str | None = None
 
 
 def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -63,53 +50,25 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     return ("/bin/sh", "-c", exports + 'exec /bin/sh -c "$1"', "sh", command)
 
 
-class Session:
+class Session(Bridge):
+    """A session channel (shell, exec, sftp) bridged to a pod exec stream."""
+
     def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, kind: str,
                  command: str | None, requests: ChannelRequests) -> None:
-        self._gw = gateway
-        self.conn = conn
-        self.channel = channel
-        self.kind = kind
+        super().__init__(gateway, conn, channel, kind)
         self.command = command
         self._requests = requests
         self._stream: ExecStream | None = None
         self._resize_lock = threading.Lock()
         self._pending_size: tuple[int, int] | None = None
-        self._done = threading.Event()
-        self._ended_by: str | None = None  # why someone else ended the session
-        self._end_message: str | None = None
-        self.resolved: ResolvedTarget | None = None
-        self.grant: Grant | None = None
-        self.started = time.monotonic()
-        self.last_activity = self.started
-        self.opened = False  # an exec stream was established
         self._recording: Recording | None = None
-        self.warned = False  # the one-minute warning before maxSessionDuration was shown
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"session-{conn.id}-{channel.get_id()}")
 
     @property
     def tty(self) -> bool:
         return self._requests.pty is not None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def record(self) -> SessionRecord | None:
-        g, r = self.grant, self.resolved
-        if g is None or r is None:
-            return None
-        return SessionRecord(g.namespace, g.name, g.uid, g.user, self.kind, r.namespace, r.pod, r.container,
-                             self.conn.peer)
+    def allowed_by(self, grant: Grant) -> bool:
+        return grant.allow.permits(self.kind)
 
     # --- called from other threads ----------------------------------------------------------
 
@@ -136,25 +95,7 @@ class Session:
         """One line on the user's stderr, without ending the session."""
         self._write_error(line)
 
-    def terminate(self, reason: str, message: str | None = None) -> None:
-        """Ends the session from outside (client gone, revocation, shutdown)."""
-        if self._done.is_set() or self._ended_by:
-            return
-        self._ended_by, self._end_message = reason, message
-        stream = self._stream
-        if stream is not None:  # else the session thread checks _ended_by after opening it
-            stream.abort()
-
     # --- the session thread -----------------------------------------------------------------
-
-    def _run(self) -> None:
-        end = SessionEnd(TRANSPORT_ERROR, "error", "internal error")
-        try:
-            end = self._serve()
-        except Exception:  # a bug must end one session, never the process
-            log.exception("session_crashed", extra={"fields": {"conn": self.conn.id}})
-        finally:
-            self._finish(end)
 
     def _serve(self) -> SessionEnd:
         for notice in self.conn.take_notices() + self._requests.notices:

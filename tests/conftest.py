@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,12 +27,15 @@ def cluster() -> Cluster:
 
 
 def _pod(name: str, namespace: str, labels: dict[str, str], image: str = BUSYBOX,
-         containers: tuple[str, ...] = ("main",), annotations: dict[str, str] | None = None) -> str:
+         containers: tuple[str, ...] = ("main",), annotations: dict[str, str] | None = None,
+         command: list[str] | None = None) -> str:
+    cmd = f"""
+    command: {json.dumps(command)}""" if command else ""
     conts = "".join(
         f"""
   - name: {c}
     image: {image}
-    imagePullPolicy: Never"""
+    imagePullPolicy: Never{cmd}"""
         for c in containers
     )
     lab = ", ".join(f"{k}: {v}" for k, v in labels.items())
@@ -72,6 +76,7 @@ spec:
 {_pod("multi", NS, {"app": "web", "kind": "multi"}, containers=("main", "side"),
       annotations={"kubectl.kubernetes.io/default-container": "side"})}
 {_pod("other", NS, {"app": "other"})}
+{_pod("httpd", NS, {"app": "web", "kind": "httpd"}, command=["httpd", "-f", "-p", "8080", "-h", "/var/www"])}
 {_pod("shared", NS, {"app": "web", "kind": "shared"})}
 {_pod("shared", NS_B, {"app": "web", "kind": "shared"})}
 """
@@ -80,7 +85,7 @@ spec:
 @pytest.fixture(scope="session")
 def workloads(cluster: Cluster) -> Cluster:
     cluster.apply(WORKLOADS)
-    cluster.wait_ready(NS, "app=web", count=4)
+    cluster.wait_ready(NS, "app=web", count=5)
     cluster.wait_ready(NS, "app=other")
     cluster.wait_ready(NS_B, "app=web")
     return cluster
@@ -98,7 +103,7 @@ def crd(workloads: Cluster) -> Cluster:
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SSHKey]:
     d = tmp_path_factory.mktemp("keys")
-    return {n: make_key(d, n) for n in ("alice", "bob", "carol", "mallory")}
+    return {n: make_key(d, n) for n in ("alice", "bob", "carol", "dave", "mallory")}
 
 
 def default_grants(keys: dict[str, SSHKey]) -> list[dict]:
@@ -108,6 +113,7 @@ def default_grants(keys: dict[str, SSHKey]) -> list[dict]:
         grant("bob", NS, [keys["bob"]], web, allow={"exec": True}),
         grant("carol-a", NS, [keys["carol"]], web),
         grant("carol-b", NS_B, [keys["carol"]], web),
+        grant("dave", NS, [keys["dave"]], web, allow={"exec": True, "sftp": True, "portForward": [8080]}),
     ]
 
 

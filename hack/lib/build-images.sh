@@ -4,8 +4,8 @@
 #   podssh.local/busybox:1.35    busybox-static, one symlink per applet; default
 #                                command is an idle loop, so it doubles as the
 #                                pod sandbox ("pause") image
-#   podssh.local/debian:bookworm Debian minbase with bash, coreutils, tar and
-#                                OpenSSH's sftp-server
+#   podssh.local/debian:bookworm Debian minbase with bash, coreutils, tar, rsync, scp
+#                                and OpenSSH's sftp-server
 #   podssh.local/python-base:bookworm  (only with the argument `python-base`)
 #                                Debian minbase with python3 and venv: the base the
 #                                gateway image is built on here (BASE in the Dockerfile)
@@ -59,4 +59,4 @@ if [[ "${1:-}" == python-base ]]; then
   debian_image python-base podssh.local/python-base:bookworm python3,python3-venv,ca-certificates
   exit 0
 fi
-debian_image debian podssh.local/debian:bookworm openssh-sftp-server,procps
+debian_image debian podssh.local/debian:bookworm openssh-sftp-server,openssh-client,rsync,procps

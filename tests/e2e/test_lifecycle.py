@@ -50,7 +50,7 @@ spec:
   terminationGracePeriodSeconds: 1
   containers: [{{name: main, image: {BUSYBOX}, imagePullPolicy: Never}}]
 """)
-    workloads.wait_ready(NS, "app=web", count=5)
+    workloads.wait_ready(NS, "app=web", count=6)
     argv = [*gateway.ssh_argv(f"{NS}/doomed", keys["alice"]), "echo started; sleep 300"]
     client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert client.stdout is not None and client.stdout.readline() == b"started\n"

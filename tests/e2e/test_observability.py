@@ -69,7 +69,7 @@ def test_counters_move_by_the_right_amounts(observed, keys: dict[str, SSHKey]) -
     assert delta("podssh_session_duration_seconds_count", kind="exec") == 4
     assert value(after, "podssh_sessions_active", kind="exec") == 0
     assert value(after, "podssh_connections_open") == 0
-    assert value(after, "podssh_access_grants") == 4
+    assert value(after, "podssh_access_grants") == 5
     assert value(after, "podssh_build_info", version="0.1.0") == 1
 
 

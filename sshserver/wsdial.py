@@ -1,0 +1,86 @@
+"""Dials one WebSocket to the API server (exec, portforward) with the client's credentials.
+
+Each session gets its own socket: `kubernetes.stream.stream()` patches the shared ApiClient
+and must not be used from many threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import websocket
+
+from .kube import Impersonation, KubeClient, http_reason
+
+
+class StreamError(Exception):
+    """The stream could not be opened; the message is fit for the SSH user."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # bounded: an HTTP status name or "Unreachable"
+
+
+def error_message(exc: websocket.WebSocketBadStatusException) -> str:
+    """The API server explains refusals in a Status body; prefer its message."""
+    body = getattr(exc, "resp_body", None) or b""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message or f"the API server refused the request (HTTP {exc.status_code})"
+
+
+def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols: list[str],
+         impersonate: Impersonation | None, timeout: float) -> websocket.WebSocket:
+    ws = websocket.WebSocket(sslopt=kube.ssl_options(), skip_utf8_validation=True,
+                             sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
+    try:
+        ws.connect(kube.websocket_url(path, query), header=kube.websocket_headers(impersonate),
+                   subprotocols=subprotocols, timeout=timeout)
+    except websocket.WebSocketBadStatusException as exc:
+        raise StreamError(error_message(exc), http_reason(exc.status_code)) from None
+    except (OSError, websocket.WebSocketException) as exc:
+        raise StreamError(f"cannot reach the Kubernetes API server: {exc}", "Unreachable") from None
+    ws.settimeout(None)
+    return ws
+
+
+class ChannelStream:
+    """A dialled WebSocket whose binary messages start with a channel number."""
+
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self._ws = ws
+        self._closed = threading.Event()
+
+    def messages(self) -> Iterator[tuple[int, bytes]]:
+        """Yields (channel, payload) until the stream ends; ends quietly on close or abort."""
+        while not self._closed.is_set():
+            try:
+                opcode, data = self._ws.recv_data()
+            except (OSError, websocket.WebSocketException):
+                return
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if data:
+                if isinstance(data, str):
+                    data = data.encode()
+                yield data[0], data[1:]
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        return self.messages()
+
+    def abort(self) -> None:
+        """Unblocks a reader in another thread; safe to call more than once."""
+        self._closed.set()
+        self._ws.abort()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            self._ws.close(timeout=1)
+        self._ws.shutdown()

@@ -1,0 +1,108 @@
+"""`ssh -L` into pods through the Kubernetes portforward API."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import NS
+from tests.support.gateway import Gateway, SSHKey, free_port
+
+
+def _forward(gateway: Gateway, key: SSHKey, spec: str) -> subprocess.Popen[bytes]:
+    argv = [*gateway.ssh_argv(f"{NS}/httpd", key, "-N", "-L", spec)]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"ssh -L never listened on {port}")
+
+
+@pytest.fixture
+def tunnel(gateway: Gateway, keys: dict[str, SSHKey]):
+    port = free_port()
+    client = _forward(gateway, keys["dave"], f"127.0.0.1:{port}:localhost:8080")
+    _wait_listening(port)
+    yield port
+    client.terminate()
+    client.wait(10)
+
+
+def _refused(port: int) -> bool:
+    """The local end of a refused -L channel: closed or reset without a byte of answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return s.recv(100) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+
+def _get(port: int) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=30) as resp:
+        return resp.status, resp.read()
+
+
+def test_fifty_parallel_requests_through_one_tunnel(tunnel: int) -> None:
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: _get(tunnel), range(50)))
+    assert results == [(200, b"podssh test page\n")] * 50
+
+
+def test_bulk_transfer_both_ways(gateway: Gateway, keys: dict[str, SSHKey], tunnel: int) -> None:
+    # busybox httpd serves a 20 MB file made in the pod; the bytes must arrive intact.
+    made = gateway.ssh(f"{NS}/httpd", "head -c 20000000 /dev/urandom > /var/www/big.bin && md5sum /var/www/big.bin",
+                       keys["dave"])
+    assert made.returncode == 0, made.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{tunnel}/big.bin", timeout=60) as resp:
+        body = resp.read()
+    assert hashlib.md5(body).hexdigest() == made.stdout.split()[0].decode()
+
+
+def test_port_not_in_the_grant_is_refused(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    port = free_port()
+    client = _forward(gateway, keys["dave"], f"127.0.0.1:{port}:localhost:9999")
+    try:
+        _wait_listening(port)
+        assert _refused(port)
+    finally:
+        client.terminate()
+        client.wait(10)
+    refused = gateway.events("forward_refused")
+    assert refused and refused[-1]["port"] == 9999
+
+
+def test_forwarding_to_another_host_is_refused(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    port = free_port()
+    client = _forward(gateway, keys["dave"], f"127.0.0.1:{port}:10.0.0.1:8080")
+    try:
+        _wait_listening(port)
+        assert _refused(port)
+    finally:
+        client.terminate()
+        client.wait(10)
+    assert gateway.events("forward_refused")[-1]["reason"].startswith("not the pod itself")
+
+
+def test_key_without_port_grants_cannot_forward(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    port = free_port()
+    client = _forward(gateway, keys["alice"], f"127.0.0.1:{port}:localhost:8080")
+    try:
+        _wait_listening(port)
+        assert _refused(port)
+    finally:
+        client.terminate()
+        client.wait(10)
