@@ -67,7 +67,7 @@ class ExecStream(ChannelStream):
         return stream
 
     def send_stdin(self, data: bytes) -> None:
-        self._ws.send_bytes(b"\x00" + data)
+        self.send(STDIN, data)
 
     def close_stdin(self) -> bool:
         """Signals EOF on stdin; returns False when the protocol cannot (v4)."""

@@ -102,7 +102,7 @@ class ForwardSession(Bridge):
         to_pod = self._gw.metrics.bytes.labels("to_pod")
         try:
             while data := chan.recv(size):
-                stream.send(data)
+                stream.send_data(data)
                 self.bytes_in += len(data)
                 to_pod.inc(len(data))
                 self.last_activity = time.monotonic()

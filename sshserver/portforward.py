@@ -24,8 +24,8 @@ class PortForwardStream(ChannelStream):
         ws = dial(kube, path, [("ports", str(port))], [PROTOCOL], impersonate, timeout)
         return cls(ws)
 
-    def send(self, data: bytes) -> None:
-        self._ws.send_bytes(b"\x00" + data)
+    def send_data(self, data: bytes) -> None:
+        self.send(DATA, data)
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """Yields (DATA|ERROR, payload) without the leading port numbers, until the stream ends."""

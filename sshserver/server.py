@@ -163,6 +163,8 @@ class GatewayServer(paramiko.ServerInterface):
         return self._gw.start_session(self._conn, channel, "exec", _text(command))
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        if _text(name) == "sftp":
+            return self._gw.start_session(self._conn, channel, "sftp", None)
         event(log, "subsystem_refused", conn=self._conn.id, subsystem=_text(name)[:64])
         return False
 

@@ -13,6 +13,7 @@ import shlex
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -21,10 +22,12 @@ from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
-from .exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
+from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
 from .kube import Impersonation
 from .logevents import event
+from .podexec import PodRunner
 from .recording import Recording
+from .sftp_local import PodFileSystem
 from .target import TargetError, parse_target
 
 if TYPE_CHECKING:
@@ -44,10 +47,46 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
         return ("/bin/sh", "-c", exports + 'exec "$@"', "sh", *grant.shell_command)
     if kind == "shell":
         return ("/bin/sh", "-c", exports + LOGIN_SHELL)
+    if kind == "sftp":
+        return ("sftp-server",)  # replaced by the path found in the container
     assert command is not None
-    if not exports:
-        return ("/bin/sh", "-c", command)
-    return ("/bin/sh", "-c", exports + 'exec /bin/sh -c "$1"', "sh", command)
+    # The command runs in a child shell while this one keeps the exec's stdout open: containerd
+    # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
+    # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
+    return ("/bin/sh", "-c", exports + '/bin/sh -c "$1"; exit $?', "sh", command)
+
+
+SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
+                "/usr/libexec/sftp-server", "/usr/lib/sftp-server", "/usr/sbin/sftp-server")
+
+
+def find_sftp_server(runner: PodRunner) -> str | None:
+    """The container's own sftp-server, if it has one: exec'ing it is the fast path."""
+    probe = 'for p in "$@"; do if [ -x "$p" ]; then echo "$p"; exit 0; fi; done; exit 1'
+    result = runner.run(["/bin/sh", "-c", probe, "sh", *SFTP_SERVERS])
+    path = result.stdout.decode(errors="replace").strip()
+    return path if result.ok and path in SFTP_SERVERS else None
+
+
+def missing_tool_hint(command: str | None) -> str | None:
+    """What to do when scp -O or rsync finds no binary of its own in the container."""
+    tool = (command or "").split(maxsplit=1)[0] if command else ""
+    if tool == "scp":
+        return "no scp in this container: use scp without -O (it speaks SFTP, which needs nothing in the image)"
+    if tool == "rsync":
+        return "no rsync in this container: rsync needs rsync at both ends; use scp or sftp instead"
+    return None
+
+
+class _ChannelCloser:
+    """What terminate() aborts when the gateway serves SFTP itself: the channel."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._channel.close()
 
 
 class Session(Bridge):
@@ -106,6 +145,15 @@ class Session(Bridge):
             return SessionEnd(1, "refused", str(exc))
         if self._ended_by:
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
+        if self.kind == "sftp":
+            try:
+                server = find_sftp_server(self._runner(req))
+            except ExecError as exc:
+                self._gw.api_error(exc.reason)
+                return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
+            if server is None:  # nothing to exec: the gateway speaks SFTP itself
+                return self._serve_sftp_here(req)
+            req = replace(req, command=(server,))
         setup = time.monotonic()
         try:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
@@ -141,6 +189,10 @@ class Session(Bridge):
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
         if status is None:
             return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without an exit status")
+        if status.code == NOT_FOUND and status.error is None:
+            hint = missing_tool_hint(self.command)
+            if hint:
+                return SessionEnd(status.code, "exit", hint)
         return SessionEnd(status.code, "exit" if status.error is None else "error", status.error)
 
     def _prepare(self) -> ExecRequest:
@@ -151,7 +203,8 @@ class Session(Bridge):
         resolved = self._gw.resolver.resolve(target, snapshot_grants)
         allowed = [g for g in resolved.grants if g.allow.permits(self.kind)]
         if not allowed:
-            what = "an interactive shell" if self.kind == "shell" else "running commands"
+            what = {"shell": "an interactive shell", "exec": "running commands",
+                    "sftp": "file transfer (sftp)"}[self.kind]
             refs = ", ".join(g.ref for g in resolved.grants)
             raise SessionRefused(f"not permitted: grant {refs} does not allow {what}")
         self.resolved = resolved
@@ -169,6 +222,30 @@ class Session(Bridge):
             command=build_command(self.kind, self.command, grant, env), tty=pty is not None,
             size=(pty.cols, pty.rows) if pty else None, impersonate=imp,
         )
+
+    def _runner(self, req: ExecRequest) -> PodRunner:
+        return PodRunner(self._gw.kube, req, self._gw.settings.exec_timeout, activity=self._touch)
+
+    def _touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def _serve_sftp_here(self, req: ExecRequest) -> SessionEnd:
+        """SFTP for containers without sftp-server: paramiko's server over execs of standard tools."""
+        server = paramiko.SFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req))
+        self._stream = _ChannelCloser(self.channel)
+        self.opened = True
+        if self._ended_by:
+            self._stream.abort()
+        self._gw.audit.record(
+            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
+            container=req.container, grant=self.grant.ref if self.grant else None,
+            user=self.grant.user if self.grant else None, pty=False, command=None, sftp="gateway")
+        self._gw.observe_start(self)
+        server.run()  # the SFTP request loop, here in the session's thread, until the client ends
+        self._done.set()
+        if self._ended_by:
+            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
+        return SessionEnd(0, "exit")
 
     def _start_recording(self, req: ExecRequest) -> None:
         directory, pty = self._gw.settings.record_dir, self._requests.pty

@@ -50,8 +50,21 @@ def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols
     return ws
 
 
+# The API server reads WebSocket messages into 32 KiB buffers; a longer message reaches it in
+# pieces, and a piece is taken for a message of its own (its first byte for a channel number):
+# a stdin stream then ends early. So no message is longer than 32 KiB, channel byte included.
+MAX_MESSAGE = 32 * 1024
+
+
 class ChannelStream:
     """A dialled WebSocket whose binary messages start with a channel number."""
+
+    def send(self, channel: int, data: bytes) -> None:
+        prefix = bytes((channel,))
+        step = MAX_MESSAGE - 1
+        view = memoryview(data)
+        for start in range(0, len(view), step):
+            self._ws.send_bytes(prefix + view[start:start + step])
 
     def __init__(self, ws: websocket.WebSocket) -> None:
         self._ws = ws

@@ -64,6 +64,17 @@ def test_tar_round_trip_is_byte_exact(gateway: Gateway, keys: dict[str, SSHKey],
         assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(f.read_bytes()).hexdigest(), f.name
 
 
+def test_fast_upload_into_a_file_is_complete(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    # A fast writer into a slow consumer (a file): every byte must land, in order.
+    # `cat > file` as the whole command closes its stdout at once (the classic way to lose an
+    # upload with containerd): the gateway must deliver all of it anyway.
+    data = os.urandom(64 * 1024 * 1024)
+    proc = gateway.ssh(WEB, "cat > /tmp/upload.bin", keys["alice"], input=data, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check = gateway.ssh(WEB, "md5sum < /tmp/upload.bin && rm /tmp/upload.bin", keys["alice"])
+    assert check.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+
+
 def test_env_allowlist(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
     env = dict(os.environ, FOO="granted", BAR="not-granted", LANG="C.UTF-8", LC_TIME="C")
     proc = gateway.ssh(WEB, 'echo "$FOO|$BAR|$LANG|$LC_TIME"', keys["alice"],

@@ -114,6 +114,12 @@ class Gateway:
                 out.append(entry)
         return out
 
+    def client_options(self, key: SSHKey) -> list[str]:
+        """Options for ssh, scp, sftp and rsync's ssh alike (port as -o: scp and sftp spell -p/-P otherwise)."""
+        return ["-F", "/dev/null", "-o", f"Port={self.port}", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-i", str(key.path)]
+
     def ssh_argv(self, target: str, key: SSHKey | None, *options: str, tty: bool = False) -> list[str]:
         # ssh takes the first value of an option: the caller's options go first.
         argv = ["ssh", *options, "-F", "/dev/null", "-p", str(self.port),

@@ -48,7 +48,8 @@ def run(argv: tuple[str, ...]) -> str:
 
 def test_exec_command_runs_exactly_with_env() -> None:
     cmd = "printf '%s|' \"$FOO\" \"$0\" 'a b'; echo"
-    assert build_command("exec", cmd, grant(), {}) == ("/bin/sh", "-c", cmd)
+    assert run(build_command("exec", cmd, grant(), {})) == "|/bin/sh|a b|\n"
+    assert subprocess.run(list(build_command("exec", "exit 7", grant(), {}))).returncode == 7
     argv = build_command("exec", cmd, grant(), {"FOO": "it's $HOME"})
     assert run(argv) == "it's $HOME|/bin/sh|a b|\n"
 
