@@ -3,6 +3,7 @@ collect its output, or stream a file out of or into the container."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
