@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check sshserver operator tests
+	$(VENV)/bin/ruff check sshserver operator tests benchmarks
 
 # Everything: lint, fast tests, and the end-to-end tests on the real local cluster
 # (brought up by the test session when it is not running yet).

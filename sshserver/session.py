@@ -27,7 +27,7 @@ from .kube import Impersonation
 from .logevents import event
 from .podexec import PodRunner
 from .recording import Recording
-from .sftp_local import PodFileSystem
+from .sftp_local import GatewaySFTPServer, PodFileSystem
 from .target import TargetError, parse_target
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class Session(Bridge):
 
     def _serve_sftp_here(self, req: ExecRequest) -> SessionEnd:
         """SFTP for containers without sftp-server: paramiko's server over execs of standard tools."""
-        server = paramiko.SFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req))
+        server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req))
         self._stream = _ChannelCloser(self.channel)
         self.opened = True
         if self._ended_by:
@@ -322,14 +322,13 @@ class Session(Bridge):
     def _finish(self, end: SessionEnd) -> None:
         self._done.set()
         chan = self.channel
-        if end.reason != "client":
+        # Nothing more goes to a channel the client (or paramiko's SFTP server) closed already.
+        if end.reason != "client" and not chan.closed:
             if end.error:
                 self._write_error(f"podssh: {end.error}")
-            try:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
                 chan.send_exit_status(end.code)
                 chan.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
         with contextlib.suppress(OSError, EOFError):
             chan.close()
         r = self.resolved

@@ -7,6 +7,7 @@ number of entries; a download or upload is one streaming exec, plus one to check
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat as statmod
@@ -77,24 +78,46 @@ class PodReadHandle(paramiko.SFTPHandle):
 
 
 class PodWriteHandle(paramiko.SFTPHandle):
-    """Streams into one `cat >>`. Clients keep many writes in flight and they may arrive out of
-    order: early ones wait (up to MAX_PENDING bytes) until the gap before them is filled."""
+    """Streams into one `dd … conv=notrunc` that starts where the first write does (or `cat >>`
+    for append). Clients keep many writes in flight and they may arrive out of order: early
+    ones wait (up to MAX_PENDING bytes) until the gap before them is filled."""
 
     MAX_PENDING = 32 * 1024 * 1024
+    BLOCK = 64 * 1024
 
-    def __init__(self, runner: PodRunner, path: str, flags: int, start: int) -> None:
+    def __init__(self, runner: PodRunner, path: str, flags: int) -> None:
         super().__init__(flags)
         self._runner, self._path = runner, path
-        # `; exit $?` keeps the shell (and the exec's stdout) alive: see session.build_command.
-        self._writer: StreamWriter | None = runner.writer(["sh", "-c", 'cat >> "$1"; exit $?', "sh", path])
-        self._pos = start
+        self._append = bool(flags & os.O_APPEND)
+        self._writer: StreamWriter | None = None
+        self._pos = -1  # set by the first write
         self._pending: dict[int, bytes] = {}
         self._pending_bytes = 0
+        self._closed = False
         self.failed = False
 
+    def _start(self, offset: int) -> bool:
+        if self._append:
+            script = 'cat >> "$1"; exit $?'
+        elif offset % self.BLOCK == 0:
+            # Overwrite in place from `offset` on, keeping what lies beyond (no O_TRUNC here).
+            script = f'dd of="$1" bs={self.BLOCK} seek={offset // self.BLOCK} conv=notrunc 2>/dev/null; exit $?'
+        elif offset < self.BLOCK:
+            script = f'dd of="$1" obs={offset} seek=1 conv=notrunc 2>/dev/null; exit $?'
+        else:
+            return False
+        # `; exit $?` keeps the shell (and the exec's stdout) alive: see session.build_command.
+        self._writer = self._runner.writer(["sh", "-c", script, "sh", self._path])
+        self._pos = offset
+        return True
+
     def write(self, offset: int, data: bytes) -> int:
-        if self._writer is None or self.failed:
+        if self.failed or self._closed:
             return SFTP_FAILURE
+        if self._writer is None and not self._start(offset):
+            return SFTP_OP_UNSUPPORTED
+        if self._append:
+            offset = self._pos  # O_APPEND: the offset does not matter
         if offset < self._pos:
             return SFTP_OP_UNSUPPORTED  # rewriting what was sent already: not with a stream
         if offset > self._pos:
@@ -120,16 +143,24 @@ class PodWriteHandle(paramiko.SFTPHandle):
         self._pos += len(data)
 
     def stat(self) -> paramiko.SFTPAttributes | int:
+        self.flush()
         return PodFileSystem.stat_path(self._runner, self._path, follow=True)
 
     def chattr(self, attr: paramiko.SFTPAttributes) -> int:
-        self.close()  # attributes apply to the finished file
+        self.flush()  # attributes (size, times) apply to what has been written
         return PodFileSystem.apply_attributes(self._runner, self._path, attr)
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Ends the stream so the file is complete; a later write starts a new one."""
         if self._writer is not None:
-            self._writer.close()
+            result = self._writer.close()
             self._writer = None
+            if not result.ok:
+                self.failed = True
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
 
 
 class PodFileSystem(paramiko.SFTPServerInterface):
@@ -217,17 +248,16 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         # Open (create, truncate, exclusive) first, so that errors reach the client now.
         if flags & os.O_EXCL:
             prep = 'set -C; : > "$1"'
-        elif flags & os.O_TRUNC or not flags & os.O_APPEND:
-            prep = ': > "$1"' if flags & os.O_TRUNC else ': >> "$1"'
+        elif flags & os.O_TRUNC:
+            prep = ': > "$1"'
         else:
             prep = ': >> "$1"'
-        result = self._runner.run(["sh", "-c", prep + ' && stat -c %s "$1"', "sh", path])
+        result = self._runner.run(["sh", "-c", prep, "sh", path])
         if not result.ok:
             return _error_code(result)
-        size = int(result.stdout.strip() or 0)
         if attr is not None and attr._flags & attr.FLAG_PERMISSIONS:
             self.apply_attributes(self._runner, path, attr)
-        return PodWriteHandle(self._runner, path, flags, start=size)
+        return PodWriteHandle(self._runner, path, flags)
 
     def remove(self, path: str) -> int:
         return self._simple(["rm", "--", path])
@@ -260,3 +290,16 @@ class PodFileSystem(paramiko.SFTPServerInterface):
     def symlink(self, target_path: str, path: str) -> int:
         return self._simple(["ln", "-s", "--", target_path, path])
 
+
+
+class GatewaySFTPServer(paramiko.SFTPServer):
+    """paramiko's SFTP server, ending like sshd's subsystem does: files complete, then an exit
+    status, then the channel closes (scp reports a failure when no exit status comes)."""
+
+    def finish_subsystem(self) -> None:
+        for handle in list(self.file_table.values()):
+            handle.close()
+        self.file_table = {}
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.sock.send_exit_status(0)
+        super().finish_subsystem()

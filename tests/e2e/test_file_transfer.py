@@ -87,6 +87,12 @@ def test_scp_default_mode(gateway: Gateway, keys: dict[str, SSHKey], tmp_path: P
     proc = run(["scp", *opts, "127.0.0.1:/tmp/scp-test.bin", str(back)])
     assert proc.returncode == 0, proc.stderr
     assert digest(back) == digest(src)
+    # Overwriting a longer file with a shorter one leaves exactly the new content.
+    short = tmp_path / "short.bin"
+    short.write_bytes(os.urandom(700_001))
+    assert run(["scp", *opts, str(short), "127.0.0.1:/tmp/scp-test.bin"]).returncode == 0
+    assert run(["scp", *opts, "127.0.0.1:/tmp/scp-test.bin", str(back)]).returncode == 0
+    assert digest(back) == digest(short)
 
 
 def test_scp_legacy_mode(gateway: Gateway, keys: dict[str, SSHKey], tmp_path: Path) -> None:

@@ -1,0 +1,491 @@
+"""podssh against `kubectl exec` (and OpenSSH's sshd as this machine's floor), in one run.
+
+Prints a markdown table and writes benchmarks/RESULTS.md. Every figure is the median of
+several runs on the real local cluster (hack/cluster), measured end to end with the real
+OpenSSH client. Run it with benchmarks/run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.cluster import BUSYBOX, Cluster, cluster_up  # noqa: E402
+from tests.support.gateway import Gateway, SSHKey, free_port, make_key  # noqa: E402
+from tests.support.ptyclient import PtyClient  # noqa: E402
+
+NS = "podssh-bench"
+MB = 1024 * 1024
+
+
+@dataclass
+class Row:
+    name: str
+    podssh: float | None
+    reference: float | None
+    unit: str
+    ref_name: str
+    higher_is_better: bool
+    target: str = ""
+    note: str = ""
+    floor: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.podssh or not self.reference:
+            return None
+        return self.podssh / self.reference
+
+
+@dataclass
+class Bench:
+    cluster: Cluster
+    gateway: Gateway
+    key: SSHKey
+    pod: str
+    runs: int
+    size_mb: int
+    work: Path
+    rows: list[Row] = field(default_factory=list)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def ssh(self, *args: str, target: str | None = None) -> list[str]:
+        return ["ssh", *self.gateway.client_options(self.key), "-o", "Ciphers=aes128-gcm@openssh.com",
+                f"{target or NS + '/' + self.pod}@127.0.0.1", *args]
+
+    def kexec(self, *args: str, stdin: bool = False, tty: bool = False) -> list[str]:
+        flags = ["-i"] * stdin + ["-t"] * tty
+        return ["kubectl", "-n", NS, "exec", *flags, self.pod, "--", *args]
+
+    def timed(self, argv: list[str], stdin_path: str | None = None, stdout=subprocess.DEVNULL) -> float:
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            start = time.perf_counter()
+            proc = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=self.cluster.env,
+                                  timeout=600)
+            elapsed = time.perf_counter() - start
+        finally:
+            if stdin_path:
+                stdin.close()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])}… failed: {proc.stderr.decode()[-300:]}")
+        return elapsed
+
+    def median(self, fn: Callable[[], float], runs: int | None = None) -> float:
+        return statistics.median(fn() for _ in range(runs or self.runs))
+
+    # --- the benchmarks ---------------------------------------------------------------------
+
+    def throughput(self, floor: Callable[[str], float | None]) -> None:
+        n = self.size_mb
+        down = f"head -c {n * MB} /dev/zero"
+        p = self.median(lambda: n / self.timed(self.ssh(down)))
+        k = self.median(lambda: n / self.timed(self.kexec("sh", "-c", down)))
+        self.rows.append(Row(f"stdout throughput ({n} MiB pod → client)", p, k, "MiB/s", "kubectl exec", True,
+                             "≥ 0.8x", floor=floor(down)))
+        blob = self.work / "upload.bin"
+        if not blob.exists():
+            with open(blob, "wb") as fh:
+                fh.truncate(n * MB)
+        up = "cat > /dev/null"
+        p = self.median(lambda: n / self.timed(self.ssh(up), str(blob)))
+        k = self.median(lambda: n / self.timed(self.kexec("sh", "-c", up, stdin=True), str(blob)))
+        self.rows.append(Row(f"stdin throughput ({n} MiB client → pod)", p, k, "MiB/s", "kubectl exec -i", True,
+                             "≥ 0.8x", floor=floor(up, str(blob))))
+
+    def setup_latency(self) -> None:
+        p = self.median(lambda: self.timed(self.ssh("true")) * 1000, max(self.runs, 10))
+        k = self.median(lambda: self.timed(self.kexec("true")) * 1000, max(self.runs, 10))
+        self.rows.append(Row("session setup (`true`)", p, k, "ms", "kubectl exec", False, "≤ 1.5x"))
+
+    def _echo_latencies(self, argv: list[str], count: int = 200) -> list[float]:
+        client = PtyClient(argv, rows=24, cols=80)
+        try:
+            client.send(b"stty -echo 2>/dev/null; echo READY\n")
+            client.expect(b"READY\r\n", timeout=30)
+            client.send(b"stty echo; cat\n")  # cat echoes every line; the tty echoes every key
+            time.sleep(1.0)
+            client.output = b""
+            lat = []
+            for i in range(count):
+                ch = bytes([97 + i % 26])
+                start = time.perf_counter()
+                os.write(client.fd, ch)
+                buf = b""
+                while ch not in buf:
+                    r, _, _ = select.select([client.fd], [], [], 5)
+                    if not r:
+                        raise RuntimeError("no echo")
+                    buf += os.read(client.fd, 4096)
+                lat.append((time.perf_counter() - start) * 1000)
+                time.sleep(0.01)
+            return lat
+        finally:
+            client.kill()
+
+    def keystroke_echo(self) -> None:
+        p = self._echo_latencies(self.ssh("-tt"))
+        env_argv = ["env", f"KUBECONFIG={self.cluster.kubeconfig}", f"PATH={self.cluster.env['PATH']}",
+                    *self.kexec("sh", stdin=True, tty=True)]
+        k = self._echo_latencies(env_argv)
+        for q, label in ((50, "p50"), (99, "p99")):
+            pv = statistics.quantiles(p, n=100)[q - 1]
+            kv = statistics.quantiles(k, n=100)[q - 1]
+            self.rows.append(Row(f"keystroke echo with a pty, {label}", pv, kv, "ms", "kubectl exec -it", False,
+                                 "p99 ≤ +10 ms" if label == "p99" else ""))
+
+    def concurrency(self, counts: list[int]) -> None:
+        pid = self.gateway.proc.pid
+        for n in counts:
+            procs: list[subprocess.Popen[bytes]] = []
+            ready = 0
+            rss_before = _rss_mib(pid)
+            started = time.monotonic()
+            for i in range(n):
+                argv = self.ssh("-tt", "echo ready; exec sleep 600")
+                procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL))
+                if i % 25 == 24:
+                    time.sleep(0.5)
+            deadline = time.monotonic() + 120 + n * 0.5
+            pending = list(procs)
+            while pending and time.monotonic() < deadline:
+                fds = {p.stdout.fileno(): p for p in pending if p.stdout}
+                r, _, _ = select.select(list(fds), [], [], 1)
+                for fd in r:
+                    p = fds[fd]
+                    line = p.stdout.readline() if p.stdout else b""
+                    if b"ready" in line:
+                        ready += 1
+                        pending.remove(p)
+                    elif not line:
+                        pending.remove(p)
+            setup = time.monotonic() - started
+            cpu0 = _cpu_seconds(pid)
+            time.sleep(10)
+            cpu = (_cpu_seconds(pid) - cpu0) / 10 * 100
+            rss = _rss_mib(pid)
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+            time.sleep(3)
+            self.rows.append(Row(f"{n} idle pty sessions: success", ready / n * 100, None, "%", "", True, "100%",
+                                 note=f"all up in {setup:.0f}s"))
+            self.rows.append(Row(f"{n} idle pty sessions: gateway RSS", rss, None, "MiB", "", False, "< 1024 MiB",
+                                 note=f"{(rss - rss_before) / n * 1024:.0f} KiB per session"))
+            self.rows.append(Row(f"{n} idle pty sessions: gateway CPU while idle", cpu, None, "% of a core", "",
+                                 False))
+
+    def propagation(self, runs: int = 5) -> None:
+        apply_ms, revoke_ms = [], []
+        key = make_key(self.work, "propagation")
+        for i in range(runs):
+            name = f"prop-{i}"
+            obj = _grant(name, key)
+            self.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+            t0 = time.perf_counter()
+            while subprocess.run(self.ssh_key(key, "true"), capture_output=True).returncode != 0:
+                time.sleep(0.01)
+                if time.perf_counter() - t0 > 20:
+                    raise RuntimeError("grant never propagated")
+            apply_ms.append((time.perf_counter() - t0) * 1000)
+            client = subprocess.Popen(self.ssh_key(key, "echo up; exec sleep 300"), stdout=subprocess.PIPE,
+                                      stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert client.stdout is not None and client.stdout.readline() == b"up\n"
+            t0 = time.perf_counter()
+            self.cluster.kubectl("-n", NS, "delete", "sshaccess", name, "--wait=false")
+            client.wait(30)
+            revoke_ms.append((time.perf_counter() - t0) * 1000)
+        for label, values, target in (("kubectl apply → first login", apply_ms, "p95 < 1000 ms"),
+                                      ("kubectl delete → live session ended", revoke_ms, "p95 < 2000 ms")):
+            p50 = statistics.median(values)
+            p95 = sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+            self.rows.append(Row(f"grant propagation: {label} (p50)", p50, None, "ms", "", False))
+            self.rows.append(Row(f"grant propagation: {label} (p95)", p95, None, "ms", "", False, target))
+
+    def ssh_key(self, key: SSHKey, *args: str) -> list[str]:
+        opts = self.gateway.client_options(key)
+        return ["ssh", *opts, f"{NS}/{self.pod}@127.0.0.1", *args]
+
+    def file_transfer(self) -> None:
+        n = 200
+        big = self.work / "sftp.bin"
+        if not big.exists():
+            big.write_bytes(os.urandom(n * MB))
+        batch_put = self.work / "put"
+        batch_put.write_text(f"put {big} /tmp/sftp.bin\n")
+        batch_get = self.work / "get"
+        batch_get.write_text(f"get /tmp/sftp.bin {self.work}/sftp-back.bin\n")
+        sftp = ["sftp", *self.gateway.client_options(self.key), "-o", "Ciphers=aes128-gcm@openssh.com", "-b"]
+        target = f"{NS}/{self.deb}@127.0.0.1"
+        put = self.median(lambda: n / self.timed([*sftp, str(batch_put), target]), 3)
+        get = self.median(lambda: n / self.timed([*sftp, str(batch_get), target]), 3)
+        kput = self.median(lambda: n / self.timed(["kubectl", "cp", str(big), f"{NS}/{self.deb}:/tmp/kcp.bin"]), 3)
+        kget = self.median(lambda: n / self.timed(["kubectl", "cp", f"{NS}/{self.deb}:/tmp/kcp.bin",
+                                                   str(self.work / "kcp-back.bin")]), 3)
+        self.rows.append(Row(f"sftp put {n} MiB (container's sftp-server)", put, kput, "MiB/s", "kubectl cp", True))
+        self.rows.append(Row(f"sftp get {n} MiB (container's sftp-server)", get, kget, "MiB/s", "kubectl cp", True))
+        # The same through the gateway's own SFTP (busybox: no sftp-server in the image).
+        target_bb = f"{NS}/{self.pod}@127.0.0.1"
+        bput = self.median(lambda: n / self.timed([*sftp, str(batch_put), target_bb]), 3)
+        bget = self.median(lambda: n / self.timed([*sftp, str(batch_get), target_bb]), 3)
+        self.rows.append(Row(f"sftp put {n} MiB (served by the gateway)", bput, kput, "MiB/s", "kubectl cp", True))
+        self.rows.append(Row(f"sftp get {n} MiB (served by the gateway)", bget, kget, "MiB/s", "kubectl cp", True))
+
+    def port_forward(self) -> None:
+        n = 200
+        subprocess.run(self.ssh(f"head -c {n * MB} /dev/zero > /var/www/big.bin"), check=True,
+                       stdin=subprocess.DEVNULL)
+        lp = free_port()
+        tunnel = subprocess.Popen(["ssh", *self.gateway.client_options(self.key), "-o",
+                                   "Ciphers=aes128-gcm@openssh.com", "-N", "-L", f"{lp}:localhost:8080",
+                                   f"{NS}/{self.pod}@127.0.0.1"], stdin=subprocess.DEVNULL)
+        kp = free_port()
+        kpf = subprocess.Popen(["kubectl", "-n", NS, "port-forward", f"pod/{self.pod}", f"{kp}:8080"],
+                               env=self.cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for port in (lp, kp):
+                _wait_port(port)
+            p = self.median(lambda: n / _download(lp, "/big.bin"), 3)
+            k = self.median(lambda: n / _download(kp, "/big.bin"), 3)
+        finally:
+            tunnel.terminate()
+            kpf.terminate()
+        self.rows.append(Row(f"ssh -L bulk download ({n} MiB)", p, k, "MiB/s", "kubectl port-forward", True))
+
+
+def _download(port: int, path: str) -> float:
+    import urllib.request
+
+    start = time.perf_counter()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as resp:
+        while resp.read(1 << 20):
+            pass
+    return time.perf_counter() - start
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _grant(name: str, key: SSHKey) -> dict:
+    return {"apiVersion": "podssh.dev/v1alpha1", "kind": "SSHAccess",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"user": name, "publicKeys": [key.public], "pods": {"selector": {"matchLabels": {"app": "bench"}}},
+                     "allow": {"shell": True, "exec": True, "sftp": True, "portForward": [8080]}}}
+
+
+class Sshd:
+    """OpenSSH's sshd on loopback: what this machine can do at all, for the same transfers."""
+
+    def __init__(self, work: Path, key: SSHKey) -> None:
+        self.port = free_port()
+        d = work / "sshd"
+        d.mkdir(exist_ok=True)
+        host = d / "host_ed25519"
+        if not host.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host)], check=True)
+        auth = d / "authorized_keys"
+        auth.write_text(key.public + "\n")
+        os.chmod(auth, 0o600)
+        config = d / "sshd_config"
+        config.write_text(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {host}
+AuthorizedKeysFile {auth}
+PermitRootLogin yes
+PasswordAuthentication no
+UsePAM no
+StrictModes no
+PidFile {d}/sshd.pid
+""")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+        self.key = key
+
+    def argv(self, command: str) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key.path), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "Ciphers=aes128-gcm@openssh.com", "root@127.0.0.1", command]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def profile(bench: Bench, seconds: int = 15) -> str:
+    """py-spy on the gateway while it streams stdout: where the time goes."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return "(py-spy not installed)"
+    out = bench.work / "profile.txt"
+    load = subprocess.Popen(bench.ssh(f"head -c {4096 * MB} /dev/zero"), stdout=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    time.sleep(1)
+    rec = subprocess.run([spy, "record", "--pid", str(bench.gateway.proc.pid), "--duration", str(seconds),
+                          "--format", "raw", "--output", str(out), "--nonblocking"],
+                         capture_output=True, timeout=seconds + 60)
+    load.kill()
+    load.wait()
+    if rec.returncode != 0 or not out.exists():
+        return f"(py-spy failed: {rec.stderr.decode()[-200:]})"
+    totals: dict[str, int] = {}
+    grand = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        grand += int(count)
+        leaf = frames[-1] if frames else "?"
+        totals[leaf] = totals.get(leaf, 0) + int(count)
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:12]
+    return "\n".join(f"| {100 * c / grand:5.1f}% | `{name[:110]}` |" for name, c in top)
+
+
+def render(rows: list[Row], profile_text: str, elapsed: float) -> str:
+    lines = ["| benchmark | podssh | reference | ratio | OpenSSH sshd (floor) | target | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def fmt(v: float | None, unit: str = r.unit) -> str:
+            return "-" if v is None else f"{v:,.1f} {unit}"
+
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        ref = "-" if r.reference is None else f"{fmt(r.reference)} ({r.ref_name})"
+        lines.append(f"| {r.name} | {fmt(r.podssh)} | {ref} | {ratio} | {fmt(r.floor)} | {r.target} | {r.note} |")
+    return (
+        "# podssh benchmarks\n\n"
+        f"Measured by `benchmarks/run` on {time.strftime('%Y-%m-%d', time.gmtime())}: the real local cluster "
+        f"(Kubernetes 1.33, containerd), {os.cpu_count()} CPUs, loopback, OpenSSH "
+        f"{subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.split(',')[0]}; "
+        "medians of repeated runs; throughput ratio = podssh / reference (higher is better), latency ratio = "
+        f"podssh / reference (lower is better). Whole run: {elapsed / 60:.1f} min.\n\n"
+        + "\n".join(lines)
+        + "\n\n## Where the gateway spends its time (py-spy, streaming stdout)\n\n| share | function |\n|---|---|\n"
+        + profile_text + "\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--size-mb", type=int, default=512)
+    parser.add_argument("--sessions", default="100,500", help="concurrent idle sessions to hold")
+    parser.add_argument("--skip", default="", help="comma-separated: throughput,latency,echo,concurrency,"
+                                                  "propagation,files,forward,profile")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    started = time.monotonic()
+    cluster = cluster_up()
+    cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"))
+    cluster.kubectl("wait", "--for=condition=established", "crd/sshaccesses.podssh.dev")
+    cluster.apply(f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: bench, namespace: {NS}, labels: {{app: bench}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /var/www]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: bench-deb, namespace: {NS}, labels: {{app: bench}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: main, image: podssh.local/debian:bookworm, imagePullPolicy: Never}}]
+""")
+    cluster.wait_ready(NS, "app=bench", count=2)
+    work = Path(tempfile.mkdtemp(prefix="podssh-bench-"))
+    key = make_key(work, "bench")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(_grant("bench", key)))
+    gateway = Gateway(work / "gw", cluster.kubeconfig, None,
+                      extra_args=["--max-unauthenticated", "256", "--audit-log", str(work / "audit.jsonl")],
+                      env=dict(os.environ)).start()
+    bench = Bench(cluster, gateway, key, "bench", args.runs, args.size_mb, work)
+    bench.deb = "bench-deb"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while subprocess.run(bench.ssh("true"), capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("the benchmark gateway does not accept the bench key")
+        time.sleep(0.2)
+    sshd = Sshd(work, key)
+
+    def floor(command: str, stdin_path: str | None = None) -> float:
+        return bench.median(lambda: bench.size_mb / bench.timed(sshd.argv(command), stdin_path))
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("throughput", lambda: bench.throughput(floor)),
+        ("latency", bench.setup_latency),
+        ("echo", bench.keystroke_echo),
+        ("concurrency", lambda: bench.concurrency([int(n) for n in args.sessions.split(",") if n])),
+        ("propagation", bench.propagation),
+        ("files", bench.file_transfer),
+        ("forward", bench.port_forward),
+    ]
+    profile_text = "(skipped)"
+    try:
+        for name, step in steps:
+            if name in skip:
+                continue
+            print(f">> {name}", file=sys.stderr, flush=True)
+            try:
+                step()
+            except Exception as exc:  # one failed measurement must not lose the others
+                bench.rows.append(Row(f"{name}: FAILED", None, None, "", "", True, note=str(exc)[:200]))
+        if "profile" not in skip:
+            print(">> profile", file=sys.stderr, flush=True)
+            profile_text = profile(bench)
+    finally:
+        sshd.stop()
+        gateway.stop(signal.SIGTERM)
+    text = render(bench.rows, profile_text, time.monotonic() - started)
+    (REPO / "benchmarks" / "RESULTS.md").write_text(text)
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
