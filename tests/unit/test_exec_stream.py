@@ -1,0 +1,140 @@
+"""The exec WebSocket client against an in-process double of the API server's exec endpoint:
+protocol negotiation (v5, v4 fallback), stdin EOF, resize and message sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import WSMsgType, web
+from kubernetes.client import Configuration
+
+from sshserver.execstream import STATUS, STDOUT, V4, V5, ExecRequest, ExecStream
+from sshserver.exitstatus import parse_status
+from sshserver.kube import KubeClient
+from sshserver.wsdial import MAX_MESSAGE
+
+
+@dataclass
+class ExecDouble:
+    """Echoes stdin to stdout; exits 3 on "quit", 0 on stdin EOF (v5)."""
+
+    protocols: tuple[str, ...]
+    messages: list[bytes] = field(default_factory=list)
+    query: dict[str, list[str]] = field(default_factory=dict)
+    port: int = 0
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        self.query = {k: request.query.getall(k) for k in request.query}
+        ws = web.WebSocketResponse(protocols=self.protocols)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY:
+                continue
+            self.messages.append(msg.data)
+            channel, data = msg.data[0], msg.data[1:]
+            if channel == 0:
+                await ws.send_bytes(b"\x01" + data)
+                if b"quit" in data:
+                    status = {"status": "Failure", "reason": "NonZeroExitCode",
+                              "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
+                    await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+                    await ws.close()
+            elif channel == 255 and data == b"\x00":
+                await ws.send_bytes(b'\x03{"status":"Success"}')
+                await ws.close()
+        return ws
+
+
+@pytest.fixture
+def double(request: pytest.FixtureRequest) -> Iterator[ExecDouble]:
+    d = ExecDouble(request.param)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner_box: list[web.AppRunner] = []
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/exec", d.handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        d.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner_box.append(runner)
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    started.wait(10)
+    yield d
+    asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def open_stream(d: ExecDouble, **kw: object) -> ExecStream:
+    cfg = Configuration(host=f"http://127.0.0.1:{d.port}")
+    req = ExecRequest("ns", "pod", "main", ("/bin/sh", "-c", "cat"), **kw)  # type: ignore[arg-type]
+    return ExecStream.open(KubeClient(cfg), req, timeout=10)
+
+
+def collect(stream: ExecStream) -> tuple[bytes, int | None]:
+    out, code = b"", None
+    for channel, data in stream.frames():
+        if channel == STDOUT:
+            out += data
+        elif channel == STATUS:
+            code = parse_status(data).code
+    return out, code
+
+
+@pytest.mark.parametrize("double", [(V5, V4)], indirect=True)
+def test_v5_is_negotiated_and_stdin_eof_ends_the_command(double: ExecDouble) -> None:
+    stream = open_stream(double)
+    assert stream.protocol == V5 and stream.can_close_stdin
+    stream.send_stdin(b"hello")
+    assert stream.close_stdin()
+    assert collect(stream) == (b"hello", 0)
+    assert double.query["command"] == ["/bin/sh", "-c", "cat"]
+    assert double.query["stdin"] == ["true"] and double.query["stderr"] == ["true"]
+    assert double.messages[-1] == b"\xff\x00"
+
+
+@pytest.mark.parametrize("double", [(V4,)], indirect=True)
+def test_falls_back_to_v4_and_says_so(double: ExecDouble, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="podssh.exec"):
+        stream = open_stream(double)
+    assert stream.protocol == V4
+    assert not stream.close_stdin()  # v4 has no way to send EOF
+    assert any(r.getMessage() == "exec_protocol_fallback" for r in caplog.records)
+    stream.send_stdin(b"quit")
+    assert collect(stream) == (b"quit", 3)
+
+
+@pytest.mark.parametrize("double", [(V5,)], indirect=True)
+def test_messages_never_exceed_32_kib(double: ExecDouble) -> None:
+    stream = open_stream(double)
+    payload = bytes(range(256)) * 1000  # 256000 bytes in one write
+    stream.send_stdin(payload)
+    stream.close_stdin()
+    out, code = collect(stream)
+    assert out == payload and code == 0
+    stdin_messages = [m for m in double.messages if m[0] == 0]
+    assert max(len(m) for m in stdin_messages) <= MAX_MESSAGE
+    assert b"".join(m[1:] for m in stdin_messages) == payload
+
+
+@pytest.mark.parametrize("double", [(V5,)], indirect=True)
+def test_tty_size_is_sent_before_anything_else(double: ExecDouble) -> None:
+    stream = open_stream(double, tty=True, size=(132, 43))
+    stream.send_stdin(b"x")
+    stream.close_stdin()
+    collect(stream)
+    assert double.messages[0] == b'\x04{"Width": 132, "Height": 43}'
+    assert double.query["tty"] == ["true"] and "stderr" not in double.query
