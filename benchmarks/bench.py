@@ -88,6 +88,16 @@ class Bench:
             raise RuntimeError(f"{' '.join(argv[:3])}… failed: {proc.stderr.decode()[-300:]}")
         return elapsed
 
+    def timed_checked(self, argv: list[str], stdin_path: str, expected: str) -> float:
+        """Like timed(), and the command must have printed `expected` (all bytes arrived)."""
+        out = self.work / "out.txt"
+        with open(out, "wb") as fh:
+            elapsed = self.timed(argv, stdin_path, stdout=fh)
+        got = out.read_text().strip()
+        if got != expected:
+            raise RuntimeError(f"{argv[0]} delivered {got} bytes, not {expected}")
+        return elapsed
+
     def median(self, fn: Callable[[], float], runs: int | None = None) -> float:
         return statistics.median(fn() for _ in range(runs or self.runs))
 
@@ -104,9 +114,12 @@ class Bench:
         if not blob.exists():
             with open(blob, "wb") as fh:
                 fh.truncate(n * MB)
-        up = "cat > /dev/null"
-        p = self.median(lambda: n / self.timed(self.ssh(up), str(blob)))
-        k = self.median(lambda: n / self.timed(self.kexec("sh", "-c", up, stdin=True), str(blob)))
+        # `wc -c` rather than `cat > /dev/null`: a command that closes its stdout makes containerd
+        # cut stdin short (containerd issue 13934), and kubectl would "finish" early with data lost.
+        up = "wc -c"
+        expected = f"{n * MB}"
+        p = self.median(lambda: n / self.timed_checked(self.ssh(up), str(blob), expected))
+        k = self.median(lambda: n / self.timed_checked(self.kexec("sh", "-c", up, stdin=True), str(blob), expected))
         self.rows.append(Row(f"stdin throughput ({n} MiB client → pod)", p, k, "MiB/s", "kubectl exec -i", True,
                              "≥ 0.8x", floor=floor(up, str(blob))))
 

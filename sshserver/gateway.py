@@ -14,6 +14,7 @@ from typing import Any
 
 import paramiko
 
+from . import fastpipe
 from .access import AccessStore, Grant
 from .audit import AuditTrail
 from .bridge import Bridge, SessionEnd
@@ -222,6 +223,7 @@ class Gateway:
     def start_session(self, conn: Connection, channel: paramiko.Channel, kind: str,
                       command: str | None) -> bool:
         chanid = channel.get_id()
+        fastpipe.install(channel)  # in the Transport thread: before any stdin reaches the channel
         with conn.lock:
             if chanid in conn.sessions or self._stopping.is_set():
                 return False

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from paramiko.buffered_pipe import PipeTimeout
+
+from sshserver.fastpipe import ChunkPipe
+
+
+def test_reads_come_back_in_order_in_any_size() -> None:
+    pipe = ChunkPipe()
+    data = bytes(range(256)) * 400
+    for i in range(0, len(data), 1000):
+        pipe.feed(data[i:i + 1000])
+    assert len(pipe) == len(data)
+    out = b""
+    for size in (1, 999, 1000, 1001, 50_000, 10**6):
+        out += pipe.read(size)
+    assert out == data and len(pipe) == 0
+
+
+def test_blocking_timeout_close_and_event() -> None:
+    pipe = ChunkPipe()
+    event = threading.Event()
+    pipe.set_event(event)
+    assert not event.is_set()
+    with pytest.raises(PipeTimeout):
+        pipe.read(10, timeout=0.05)
+    threading.Timer(0.05, pipe.feed, args=(b"late",)).start()
+    assert pipe.read(10, timeout=2) == b"late"
+    pipe.feed(b"abc")
+    assert event.is_set() and pipe.read_ready()
+    assert pipe.empty() == b"abc" and not event.is_set()
+    pipe.close()
+    assert pipe.read(10) == b"" and event.is_set()
