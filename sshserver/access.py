@@ -93,6 +93,16 @@ def _str_list(value: Any, what: str) -> list[str]:
     return value
 
 
+def _keys(spec: Mapping[str, Any], field: str) -> list[PublicKey]:
+    keys = []
+    for i, line in enumerate(_str_list(spec.get(field), f"spec.{field}")):
+        try:
+            keys.append(parse_public_key(line))
+        except InvalidKeyError as exc:
+            raise GrantError("InvalidKey", f"spec.{field}[{i}]: {exc}") from None
+    return keys
+
+
 def grant_from_object(obj: Mapping[str, Any]) -> Grant:
     """Validates one SSHAccess-shaped object; raises GrantError naming the first problem."""
     meta = obj.get("metadata") or {}
@@ -105,18 +115,8 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
     user = spec.get("user")
     if not isinstance(user, str) or not user:
         raise GrantError("InvalidSpec", "spec.user is required")
-    keys = []
-    for i, line in enumerate(_str_list(spec.get("publicKeys"), "spec.publicKeys")):
-        try:
-            keys.append(parse_public_key(line))
-        except InvalidKeyError as exc:
-            raise GrantError("InvalidKey", f"spec.publicKeys[{i}]: {exc}") from None
-    authorities = []
-    for i, line in enumerate(_str_list(spec.get("certificateAuthorities"), "spec.certificateAuthorities")):
-        try:
-            authorities.append(parse_public_key(line))
-        except InvalidKeyError as exc:
-            raise GrantError("InvalidKey", f"spec.certificateAuthorities[{i}]: {exc}") from None
+    keys = _keys(spec, "publicKeys")
+    authorities = _keys(spec, "certificateAuthorities")
     if not keys and not authorities:
         raise GrantError("NoKeys", "spec.publicKeys and spec.certificateAuthorities are both empty")
     pods = spec.get("pods")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.request
 
-from tests.support.cluster import BUSYBOX, DEBIAN, Cluster
+from tests.support.cluster import BUSYBOX, DEBIAN, Cluster, wait_http
 
 NS = "cluster-e2e"
 
@@ -101,16 +99,7 @@ def test_nodeport_reachable_on_the_node_address(cluster: Cluster) -> None:
     _setup(cluster)
     cluster.wait_ready(NS, "app=bb")
     port = cluster.get("service", "-n", NS, "bb")["spec"]["ports"][0]["nodePort"]
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{cluster.node_ip}:{port}/", timeout=5) as resp:
-                assert resp.read() == b"podssh test page\n"
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    assert wait_http(f"http://{cluster.node_ip}:{port}/") == b"podssh test page\n"
 
 
 def test_debian_image_has_what_the_tests_need(cluster: Cluster) -> None:

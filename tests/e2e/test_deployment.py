@@ -6,14 +6,13 @@ from __future__ import annotations
 import shlex
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO, Cluster
+from tests.support.cluster import REPO, Cluster, wait_http
 
 GW_NS = "podssh-system"
 
@@ -97,16 +96,6 @@ def test_least_privilege_is_enforced_by_the_cluster(cluster: Cluster, demo: dict
 def test_gateway_metrics_and_readiness_in_cluster(cluster: Cluster, demo: dict) -> None:
     pod = cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)[0]
     ip = cluster.get("pod", "-n", GW_NS, pod)["status"]["podIP"]
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{ip}:9090/readyz", timeout=5) as resp:
-                assert resp.read() == b"ready\n"
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    assert wait_http(f"http://{ip}:9090/readyz") == b"ready\n"
+    text = wait_http(f"http://{ip}:9090/metrics").decode()
     assert "podssh_build_info" in text and "podssh_access_grants" in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import NS
 from tests.support.gateway import Gateway, SSHKey
 from tests.support.ptyclient import PtyClient
@@ -34,24 +36,18 @@ def test_shell_pty_size_follows_the_client(gateway: Gateway, keys: dict[str, SSH
         client.kill()
 
 
-def test_shell_uses_bash_when_the_image_has_it(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
-    client = PtyClient(gateway.ssh_argv(f"{NS}/deb", keys["alice"], tty=True))
+@pytest.mark.parametrize(("target", "probe", "seen", "code"), [
+    ("deb", b"echo bash=$BASH_VERSION\n", b"bash=5", 0),  # the image has bash: it is the shell
+    ("deploy/web", b"echo marker-$((6*7)) bash=$BASH_VERSION.\n", b"marker-42 bash=.", 3),  # busybox: sh
+])
+def test_login_shell_is_the_best_the_image_has(gateway: Gateway, keys: dict[str, SSHKey], target: str,
+                                               probe: bytes, seen: bytes, code: int) -> None:
+    client = PtyClient(gateway.ssh_argv(f"{NS}/{target}", keys["alice"], tty=True))
     try:
-        client.send(b"echo shell=$0 bash=$BASH_VERSION\n")
-        client.expect(b"bash=5")
-        client.send(b"exit\n")
-        assert client.wait() == 0
-    finally:
-        client.kill()
-
-
-def test_shell_falls_back_to_sh(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
-    client = PtyClient(gateway.ssh_argv(f"{NS}/deploy/web", keys["alice"], tty=True))
-    try:
-        client.send(b"echo marker-$((6*7))\n")
-        client.expect(b"marker-42")
-        client.send(b"exit 3\n")
-        assert client.wait() == 3
+        client.send(probe)
+        client.expect(seen)
+        client.send(f"exit {code}\n".encode())
+        assert client.wait() == code
     finally:
         client.kill()
 

@@ -69,3 +69,18 @@ def cluster_up() -> Cluster:
             key, _, value = line[len("export "):].partition("=")
             env[key] = value.replace("$PATH", os.environ.get("PATH", ""))
     return Cluster(env)
+
+
+def wait_http(url: str, timeout: float = 30) -> bytes:
+    """GETs url until it answers (a new Service or pod takes a moment); returns the body."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
