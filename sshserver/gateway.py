@@ -34,6 +34,7 @@ from .throttle import FailureThrottle
 log = logging.getLogger("podssh.gateway")
 
 SUPERVISE_INTERVAL = 0.25
+IDLE_SUPERVISE_INTERVAL = 1.0
 
 
 class Gateway:
@@ -159,7 +160,10 @@ class Gateway:
                     elif time.monotonic() > deadline:
                         reason = "login_grace_exceeded"
                         break
-                chan = transport.accept(timeout=SUPERVISE_INTERVAL)
+                # Before login this loop enforces the grace time; after it, a dead client is noticed
+                # by the sessions themselves (their channel closes), so it can idle longer.
+                wait = SUPERVISE_INTERVAL if not conn.authenticated.is_set() else IDLE_SUPERVISE_INTERVAL
+                chan = transport.accept(timeout=wait)
                 if chan is not None:
                     with conn.lock:
                         conn.channels.add(chan)
