@@ -138,3 +138,18 @@ def test_tty_size_is_sent_before_anything_else(double: ExecDouble) -> None:
     collect(stream)
     assert double.messages[0] == b'\x04{"Width": 132, "Height": 43}'
     assert double.query["tty"] == ["true"] and "stderr" not in double.query
+
+
+def test_masked_frames_decode_like_any_websocket_frame() -> None:
+    from websocket import ABNF
+
+    from sshserver.wsdial import masked_binary_frame
+
+    for payload in (b"", b"x" * 124, b"y" * 125, b"z" * 70000, bytes(range(256)) * 100):
+        frame = masked_binary_frame(4, payload)
+        assert frame[0] == 0x82 and frame[1] & 0x80  # FIN + binary, masked
+        length = frame[1] & 0x7F
+        offset = 2 + {126: 2, 127: 8}.get(length, 0)
+        key = frame[offset:offset + 4]
+        assert key[0] == key[1] == key[2] == key[3]
+        assert ABNF.mask(key, frame[offset + 4:]) == b"\x04" + payload
