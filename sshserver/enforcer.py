@@ -65,7 +65,8 @@ def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float
 
 
 class Enforcer:
-    def __init__(self, gateway: Gateway, tick: float = 0.25) -> None:
+    def __init__(self, gateway: Gateway, tick: float = 1.0) -> None:
+        # Snapshot swaps wake it at once; the tick only serves expiry and limits (1 s precision).
         self._gw = gateway
         self._tick = tick
         self._wake = threading.Event()
