@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.cluster import BUSYBOX, Cluster, cluster_up  # noqa: E402
-from tests.support.gateway import Gateway, SSHKey, free_port, make_key  # noqa: E402
+from tests.support.gateway import Gateway, SSHKey, free_port, make_key, wait_port  # noqa: E402
 from tests.support.ptyclient import PtyClient  # noqa: E402
 
 NS = "podssh-bench"
@@ -276,7 +275,7 @@ class Bench:
                                env=self.cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for port in (lp, kp):
-                _wait_port(port)
+                wait_port(port)
             p = self.median(lambda: n / _download(lp, "/big.bin"), 3)
             k = self.median(lambda: n / _download(kp, "/big.bin"), 3)
         finally:
@@ -293,16 +292,6 @@ def _download(port: int, path: str) -> float:
         while resp.read(1 << 20):
             pass
     return time.perf_counter() - start
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def _rss_mib(pid: int) -> float:
@@ -350,7 +339,7 @@ PidFile {d}/sshd.pid
 """)
         Path("/run/sshd").mkdir(exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port)
         self.key = key
 
     def argv(self, command: str) -> list[str]:

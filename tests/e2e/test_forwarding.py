@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import NS
-from tests.support.gateway import Gateway, SSHKey, free_port
+from tests.support.gateway import Gateway, SSHKey, free_port, wait_port
 
 
 def _forward(gateway: Gateway, key: SSHKey, spec: str) -> subprocess.Popen[bytes]:
@@ -20,21 +19,11 @@ def _forward(gateway: Gateway, key: SSHKey, spec: str) -> subprocess.Popen[bytes
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"ssh -L never listened on {port}")
-
-
 @pytest.fixture
 def tunnel(gateway: Gateway, keys: dict[str, SSHKey]):
     port = free_port()
     client = _forward(gateway, keys["dave"], f"127.0.0.1:{port}:localhost:8080")
-    _wait_listening(port)
+    wait_port(port)
     yield port
     client.terminate()
     client.wait(10)
@@ -82,7 +71,7 @@ def test_forwards_outside_the_grant_are_refused(gateway: Gateway, keys: dict[str
     port = free_port()
     client = _forward(gateway, keys[who], f"127.0.0.1:{port}:{destination}")
     try:
-        _wait_listening(port)
+        wait_port(port)
         assert _refused(port)
     finally:
         client.terminate()

@@ -271,18 +271,23 @@ rules:
 """)
 
 
+def _bind_exec(cluster: Cluster, name: str, user: str) -> None:
+    """Gives `user` the exec Role in the test namespace."""
+    cluster.apply(f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+""")
+
+
 def test_impersonation_lets_cluster_rbac_decide(crd: Cluster, fresh_key: SSHKey, make_gateway, tmp_path: Path) -> None:
     other = make_key(tmp_path, "frank")
     apply(crd, grant("eve", NS, [fresh_key], {"app": "web"}))
     apply(crd, grant("frank", NS, [other], {"app": "web"}))
     _exec_role(crd)
-    crd.apply(f"""
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: frank-exec, namespace: {NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: frank}}]
-""")
+    _bind_exec(crd, "frank-exec", "frank")
     gw = make_gateway("--impersonate", grants=None)
     wait_until(lambda: gw.ssh(WEB, "true", other).returncode == 0, timeout=10)
     denied = gw.ssh(WEB, "true", fresh_key)
@@ -324,13 +329,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: grantor}}]
     refused = apply(crd, obj, kubeconfig=str(kubeconfig))
     assert refused.returncode != 0
     assert "may grant SSH access there" in refused.stderr and "grantor is not" in refused.stderr
-    crd.apply(f"""
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: grantor-execs, namespace: {NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: grantor}}]
-""")
+    _bind_exec(crd, "grantor-execs", "grantor")
     allowed = wait_until(lambda: apply(crd, obj, kubeconfig=str(kubeconfig)).returncode == 0, timeout=10)
     assert allowed >= 0
     delete(crd, "by-grantor")
