@@ -14,6 +14,7 @@ import paramiko
 from .access import Grant
 from .connection import Connection
 from .exitstatus import TRANSPORT_ERROR
+from .kube import Impersonation
 from .observer import SessionRecord
 from .resolver import ResolvedTarget
 
@@ -52,6 +53,8 @@ class Bridge:
         self.warned = False  # the one-minute warning before maxSessionDuration was shown
         self.bytes_in = 0
         self.bytes_out = 0
+        self._to_pod_bytes = gateway.metrics.bytes.labels("to_pod")
+        self._from_pod_bytes = gateway.metrics.bytes.labels("from_pod")
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"{kind}-{conn.id}-{channel.get_id()}")
 
@@ -68,6 +71,27 @@ class Bridge:
     def allowed_by(self, grant: Grant) -> bool:
         """Whether this grant permits what this session does (kind, port)."""
         raise NotImplementedError
+
+    def _impersonation(self) -> Impersonation | None:
+        """Who the pod streams act as: the grant's user in impersonation mode, else the gateway."""
+        g = self.grant
+        return Impersonation(g.user, g.groups) if g is not None and self._gw.settings.impersonate else None
+
+    def _to_client(self, data: bytes, stderr: bool = False) -> None:
+        """Pod output to the client, counted (bytes, metrics, activity)."""
+        if stderr:
+            self.channel.sendall_stderr(data)
+        else:
+            self.channel.sendall(data)
+        self.bytes_out += len(data)
+        self._from_pod_bytes.inc(len(data))
+        self.last_activity = time.monotonic()
+
+    def _sent_to_pod(self, size: int) -> None:
+        """Client input that reached the pod, counted (bytes, metrics, activity)."""
+        self.bytes_in += size
+        self._to_pod_bytes.inc(size)
+        self.last_activity = time.monotonic()
 
     def record(self) -> SessionRecord | None:
         g, r = self.grant, self.resolved

@@ -15,7 +15,6 @@ from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import Connection
 from .exitstatus import TRANSPORT_ERROR
-from .kube import Impersonation
 from .logevents import event
 from .portforward import DATA, ERROR, PortForwardStream
 from .target import TargetError, parse_target
@@ -59,14 +58,10 @@ class ForwardSession(Bridge):
                                 name=f"forward-in-{self.conn.id}-{self.channel.get_id()}")
         pump.start()
         error = None
-        from_pod = self._gw.metrics.bytes.labels("from_pod")
         try:
             for channel, data in stream.frames():
-                self.last_activity = time.monotonic()
                 if channel == DATA:
-                    self.channel.sendall(data)
-                    self.bytes_out += len(data)
-                    from_pod.inc(len(data))
+                    self._to_client(data)
                 elif channel == ERROR:
                     error = data.decode(errors="replace").strip()[:300]
         except OSError:
@@ -93,21 +88,15 @@ class ForwardSession(Bridge):
         allowed = [g for g in self.resolved.grants if self.allowed_by(g)]
         if not allowed or self._gw.claim_grant(self, allowed) is None:
             raise SessionRefused(f"port {self.port} is not allowed by any grant for this pod")
-        grant = self.grant
-        assert grant is not None
-        imp = Impersonation(grant.user, grant.groups) if self._gw.settings.impersonate else None
         return PortForwardStream.open(self._gw.kube, self.resolved.namespace, self.resolved.pod, self.port,
-                                      imp, self._gw.settings.exec_timeout)
+                                      self._impersonation(), self._gw.settings.exec_timeout)
 
     def _pump(self, stream: PortForwardStream) -> None:
         chan, size = self.channel, self._gw.settings.read_size
-        to_pod = self._gw.metrics.bytes.labels("to_pod")
         try:
             while data := chan.recv(size):
                 stream.send_data(data)
-                self.bytes_in += len(data)
-                to_pod.inc(len(data))
-                self.last_activity = time.monotonic()
+                self._sent_to_pod(len(data))
         except Exception:  # the stream died: the other side reports why
             return
         # The protocol has no half-close: after the client's EOF the pod may still answer, so

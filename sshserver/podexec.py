@@ -27,6 +27,19 @@ class Result:
         return self.status.code == 0
 
 
+def collect(stream: ExecStream, limit: int) -> Result:
+    """Reads a command's stream to its end: up to `limit` bytes of each output, and its status."""
+    out, err, status = bytearray(), bytearray(), None
+    for channel, data in stream.frames():
+        if channel == STDOUT and len(out) < limit:
+            out += data[:limit - len(out)]
+        elif channel == STDERR and len(err) < limit:
+            err += data[:limit - len(err)]
+        elif channel == STATUS:
+            status = parse_status(data)
+    return Result(status or ExitStatus(255, "no exit status"), bytes(out), bytes(err))
+
+
 class PodRunner:
     """Runs commands in one container, with the credentials of the session that asked."""
 
@@ -48,17 +61,9 @@ class PodRunner:
                 if stdin:
                     stream.send_stdin(stdin)
                 stream.close_stdin()
-            out, err, status = bytearray(), bytearray(), None
-            for channel, data in stream.frames():
-                if channel == STDOUT and len(out) < OUTPUT_LIMIT:
-                    out += data
-                elif channel == STDERR and len(err) < OUTPUT_LIMIT:
-                    err += data
-                elif channel == STATUS:
-                    status = parse_status(data)
+            return collect(stream, OUTPUT_LIMIT)
         finally:
             stream.close()
-        return Result(status or ExitStatus(255, "no exit status"), bytes(out), bytes(err))
 
     def reader(self, argv: Sequence[str]) -> StreamReader:
         return StreamReader(self._open(argv, False))
@@ -117,20 +122,12 @@ class StreamWriter:
 
     def __init__(self, stream: ExecStream) -> None:
         self._stream = stream
-        self._out = bytearray()
-        self._err = bytearray()
-        self._status: ExitStatus | None = None
+        self._result: Result | None = None
         self._reader = threading.Thread(target=self._drain, name="pod-writer-drain", daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
-        for channel, data in self._stream.frames():
-            if channel == STDOUT and len(self._out) < 4096:
-                self._out += data[:4096]
-            elif channel == STDERR and len(self._err) < 4096:
-                self._err += data[:4096]
-            elif channel == STATUS:
-                self._status = parse_status(data)
+        self._result = collect(self._stream, 4096)
 
     def write(self, data: bytes) -> None:
         self._stream.send_stdin(data)
@@ -140,4 +137,4 @@ class StreamWriter:
             self._stream.close_stdin()
         self._reader.join(30)
         self._stream.close()
-        return Result(self._status or ExitStatus(255, "no exit status"), bytes(self._out), bytes(self._err))
+        return self._result or Result(ExitStatus(255, "no exit status"), b"", b"")

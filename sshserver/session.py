@@ -23,7 +23,6 @@ from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
-from .kube import Impersonation
 from .logevents import event
 from .podexec import PodRunner
 from .recording import Recording
@@ -168,14 +167,8 @@ class Session(Bridge):
         if self._ended_by:  # terminated while the stream was opening
             stream.abort()
         self._start_recording(req)
-        self._gw.audit.record(
-            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
-            container=req.container, grant=self.grant.ref if self.grant else None,
-            user=self.grant.user if self.grant else None, pty=self.tty,
-            command=self.command[:1024] if self.command else None, protocol=stream.protocol,
-            setup_ms=round((time.monotonic() - setup) * 1000, 1),
-            recording=str(self._recording.path) if self._recording else None)
-        self._gw.observe_start(self)
+        self._started(req, protocol=stream.protocol, setup_ms=round((time.monotonic() - setup) * 1000, 1),
+                      recording=str(self._recording.path) if self._recording else None)
         pump = threading.Thread(target=self._pump_stdin, args=(stream,), daemon=True,
                                 name=f"stdin-{self.conn.id}-{self.channel.get_id()}")
         pump.start()
@@ -203,7 +196,7 @@ class Session(Bridge):
         if not snapshot_grants:
             raise SessionRefused("not permitted: this key's access has been revoked or has expired")
         resolved = self._gw.resolver.resolve(target, snapshot_grants)
-        allowed = [g for g in resolved.grants if g.allow.permits(self.kind)]
+        allowed = [g for g in resolved.grants if self.allowed_by(g)]
         if not allowed:
             what = {"shell": "an interactive shell", "exec": "running commands",
                     "sftp": "file transfer (sftp)"}[self.kind]
@@ -218,12 +211,20 @@ class Session(Bridge):
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
-        imp = Impersonation(grant.user, grant.groups) if self._gw.settings.impersonate else None
         return ExecRequest(
             namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
             command=build_command(self.kind, self.command, grant, env), tty=pty is not None,
-            size=(pty.cols, pty.rows) if pty else None, impersonate=imp,
+            size=(pty.cols, pty.rows) if pty else None, impersonate=self._impersonation(),
         )
+
+    def _started(self, req: ExecRequest, **fields: object) -> None:
+        """The session runs: audit it and tell the observers."""
+        self._gw.audit.record(
+            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
+            container=req.container, grant=self.grant.ref if self.grant else None,
+            user=self.grant.user if self.grant else None, pty=self.tty,
+            command=self.command[:1024] if self.command else None, **fields)
+        self._gw.observe_start(self)
 
     def _runner(self, req: ExecRequest) -> PodRunner:
         return PodRunner(self._gw.kube, req, self._gw.settings.exec_timeout, activity=self._touch)
@@ -238,11 +239,7 @@ class Session(Bridge):
         self.opened = True
         if self._ended_by:
             self._stream.abort()
-        self._gw.audit.record(
-            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
-            container=req.container, grant=self.grant.ref if self.grant else None,
-            user=self.grant.user if self.grant else None, pty=False, command=None, sftp="gateway")
-        self._gw.observe_start(self)
+        self._started(req, sftp="gateway")
         server.run()  # the SFTP request loop, here in the session's thread, until the client ends
         self._done.set()
         if self._ended_by:
@@ -261,22 +258,15 @@ class Session(Bridge):
             event(log, "recording_failed", logging.WARNING, conn=self.conn.id, error=str(exc))
 
     def _copy_output(self, stream: ExecStream) -> ExitStatus | None:
-        chan = self.channel
         status = None
-        from_pod = self._gw.metrics.bytes.labels("from_pod")
         try:
             for channel, data in stream.frames():
-                self.last_activity = time.monotonic()
                 if channel == STDOUT:
-                    chan.sendall(data)
-                    self.bytes_out += len(data)
-                    from_pod.inc(len(data))
+                    self._to_client(data)
                     if self._recording is not None:
                         self._recording.output(data)
                 elif channel == STDERR:
-                    chan.sendall_stderr(data)
-                    self.bytes_out += len(data)
-                    from_pod.inc(len(data))
+                    self._to_client(data, stderr=True)
                 elif channel == STATUS:
                     status = parse_status(data)
         except OSError:  # the channel closed under us: the client is gone
@@ -285,18 +275,12 @@ class Session(Bridge):
 
     def _pump_stdin(self, stream: ExecStream) -> None:
         chan, size = self.channel, self._gw.settings.read_size
-        to_pod = self._gw.metrics.bytes.labels("to_pod")
         try:
-            while True:
-                data = chan.recv(size)
-                if not data:
-                    break
+            while data := chan.recv(size):
                 if self._pending_size:
                     self._flush_resize()
                 stream.send_stdin(data)
-                self.bytes_in += len(data)
-                to_pod.inc(len(data))
-                self.last_activity = time.monotonic()
+                self._sent_to_pod(len(data))
         except Exception:  # the stream died; the output side reports why
             return
         if chan.closed:
