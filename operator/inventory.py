@@ -69,6 +69,8 @@ class Inventory:
             except GrantError as exc:
                 results.append((body, None, exc))
         self._store.replace(AccessSnapshot(tuple(grants)))
+        # Forget what was reported for objects that are gone.
+        self._reported = {uid: r for uid, r in self._reported.items() if uid in self._objects}
         if self._writer is not None:
             for body, grant, error in results:
                 self._reconcile_status(body, grant, error, now)
@@ -87,7 +89,3 @@ class Inventory:
         if error is not None and self._reported.get(uid) != reason:
             self._writer.emit(ObjectEvent(ns, name, uid, error.reason, str(error), warning=True))
         self._reported[uid] = reason
-
-    def snapshot_size(self) -> int:
-        with self._lock:
-            return len(self._objects)
