@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = "podssh.local/busybox:1.35"
 DEBIAN = "podssh.local/debian:bookworm"
@@ -37,7 +39,24 @@ class Cluster:
         return proc
 
     def apply(self, manifest: str) -> None:
-        self.kubectl("apply", "-f", "-", input=manifest)
+        """Applies a manifest; its Namespaces first, so that its bare Pods never race the
+        service-account controller ("serviceaccount default not found")."""
+        docs = [d for d in yaml.safe_load_all(manifest) if d]
+        namespaces = [d for d in docs if d.get("kind") == "Namespace"]
+        rest = [d for d in docs if d.get("kind") != "Namespace"]
+        if namespaces:
+            self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(namespaces))
+            for ns in namespaces:
+                self.wait_default_serviceaccount(ns["metadata"]["name"])
+        if rest:
+            self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rest))
+
+    def wait_default_serviceaccount(self, namespace: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no default ServiceAccount in {namespace} after {timeout}s")
+            time.sleep(0.2)
 
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
