@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sshserver.access import AccessSnapshot, AccessStore, GrantError, grant_from_object
+from sshserver.access import AccessStore, ParsedObject, parse_objects, snapshot_of
 from sshserver.logevents import event
 
 from .status import desired_status, needs_patch
@@ -60,31 +60,24 @@ class Inventory:
 
     def _rebuild(self) -> None:
         now = datetime.now(UTC)
-        grants, results = [], []
-        for body in self._objects.values():
-            try:
-                grant = grant_from_object(body)
-                grants.append(grant)
-                results.append((body, grant, None))
-            except GrantError as exc:
-                results.append((body, None, exc))
-        self._store.replace(AccessSnapshot(tuple(grants)))
+        parsed = parse_objects(self._objects.values())
+        self._store.replace(snapshot_of(parsed))
         # Forget what was reported for objects that are gone.
         self._reported = {uid: r for uid, r in self._reported.items() if uid in self._objects}
         if self._writer is not None:
-            for body, grant, error in results:
-                self._reconcile_status(body, grant, error, now)
+            for p in parsed:
+                self._reconcile_status(p, now)
 
-    def _reconcile_status(self, body: dict[str, Any], grant: Any, error: GrantError | None,
-                          now: datetime) -> None:
+    def _reconcile_status(self, parsed: ParsedObject, now: datetime) -> None:
         assert self._writer is not None
-        desired = desired_status(body, grant, error, now)
+        body, error = parsed.body, parsed.error
+        desired = desired_status(body, parsed.grant, error, now)
         meta = body.get("metadata") or {}
         ns, name, uid = meta.get("namespace", ""), meta.get("name", ""), self._uid(body)
         if needs_patch(body, desired):
             self._writer.patch_status(StatusPatch(ns, name, uid, desired))
             # Remember what we asked for: a second rebuild before the watch echoes it must not re-patch.
-            body["status"] = {**(body.get("status") or {}), **desired}
+            self._objects[uid]["status"] = {**(body.get("status") or {}), **desired}
         reason = desired["conditions"][0]["reason"]
         if error is not None and self._reported.get(uid) != reason:
             self._writer.emit(ObjectEvent(ns, name, uid, error.reason, str(error), warning=True))

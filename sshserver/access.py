@@ -252,13 +252,35 @@ class AccessStore:
             listener(snapshot)
 
 
-def snapshot_from_objects(objects: Iterable[Mapping[str, Any]]) -> tuple[AccessSnapshot, dict[str, GrantError]]:
-    """Builds a snapshot from every valid object; bad objects are returned by name, never fatal."""
-    grants, errors = [], {}
+@dataclass(frozen=True)
+class ParsedObject:
+    """One SSHAccess object with either its grant or why it grants nothing."""
+
+    body: Mapping[str, Any]
+    grant: Grant | None
+    error: GrantError | None
+
+
+def parse_objects(objects: Iterable[Mapping[str, Any]]) -> list[ParsedObject]:
+    """Parses every object; a bad one is reported with its error, never fatal to the others."""
+    parsed = []
     for obj in objects:
         try:
-            grants.append(grant_from_object(obj))
+            parsed.append(ParsedObject(obj, grant_from_object(obj), None))
         except GrantError as exc:
-            meta = obj.get("metadata") or {}
-            errors[f"{meta.get('namespace')}/{meta.get('name')}"] = exc
-    return AccessSnapshot(tuple(grants)), errors
+            parsed.append(ParsedObject(obj, None, exc))
+    return parsed
+
+
+def snapshot_of(parsed: Iterable[ParsedObject]) -> AccessSnapshot:
+    return AccessSnapshot(tuple(p.grant for p in parsed if p.grant is not None))
+
+
+def snapshot_from_objects(objects: Iterable[Mapping[str, Any]]) -> tuple[AccessSnapshot, dict[str, GrantError]]:
+    """Builds a snapshot from every valid object; bad objects are returned by namespace/name."""
+    parsed = parse_objects(objects)
+    errors = {
+        f"{(p.body.get('metadata') or {}).get('namespace')}/{(p.body.get('metadata') or {}).get('name')}": p.error
+        for p in parsed if p.error is not None
+    }
+    return snapshot_of(parsed), errors
