@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.cluster import BUSYBOX, Cluster, cluster_up  # noqa: E402
-from tests.support.gateway import Gateway, SSHKey, free_port, make_key, wait_port  # noqa: E402
+from tests.support.gateway import Gateway, SSHKey, free_port, make_key, stop_client, wait_port  # noqa: E402
 from tests.support.ptyclient import PtyClient  # noqa: E402
 
 NS = "podssh-bench"
@@ -279,7 +279,7 @@ class Bench:
             p = self.median(lambda: n / _download(lp, "/big.bin"), 3)
             k = self.median(lambda: n / _download(kp, "/big.bin"), 3)
         finally:
-            tunnel.terminate()
+            stop_client(tunnel)
             kpf.terminate()
         self.rows.append(Row(f"ssh -L bulk download ({n} MiB)", p, k, "MiB/s", "kubectl port-forward", True))
 

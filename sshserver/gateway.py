@@ -128,7 +128,6 @@ class Gateway:
 
     def _handle(self, client: socket.socket, peer: str) -> None:
         conn = Connection(peer=peer)
-        counted = True  # still in the unauthenticated count
         with self._lock:
             self._connections.add(conn)
         self.metrics.connections.inc()
@@ -149,11 +148,7 @@ class Gateway:
             while transport.is_active() and not self._closing.is_set():
                 if not conn.authenticated.is_set():
                     if transport.is_authenticated():
-                        conn.authenticated.set()
-                        self._authenticated(conn)
-                        with self._lock:
-                            self._unauthenticated -= 1
-                        counted = False
+                        self.note_authenticated(conn)
                     elif conn.hangup.is_set():
                         reason = "too_many_auth_failures"
                         break
@@ -177,12 +172,24 @@ class Gateway:
             reason = "error"
             log.exception("connection_crashed", extra={"fields": {"conn": conn.id}})
         finally:
+            handler = transport.auth_handler if transport is not None else None
+            if handler is not None and handler.is_authenticated():
+                self.note_authenticated(conn)  # a client that logged in and left at once
             self._close_connection(conn, transport, client, reason)
-            if counted:
+            if not conn.authenticated.is_set():
                 with self._lock:
                     self._unauthenticated -= 1
 
-    def _authenticated(self, conn: Connection) -> None:
+    def note_authenticated(self, conn: Connection) -> None:
+        """Records a login exactly once, before anything done under it: called by the supervisor,
+        by the first channel or global request (paramiko takes those only after authentication)
+        and at the end of a connection too short for either."""
+        with conn.lock:
+            if conn.authenticated.is_set():
+                return
+            conn.authenticated.set()
+        with self._lock:
+            self._unauthenticated -= 1
         self.throttle.succeeded(conn.peer.rsplit(":", 1)[0])
         grants = conn.grants
         ident = conn.identity

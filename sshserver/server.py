@@ -107,8 +107,15 @@ class GatewayServer(paramiko.ServerInterface):
 
     # --- channels ---------------------------------------------------------------------------
 
+    def _logged_in(self) -> bool:
+        transport = self._conn.transport
+        if transport is None or not transport.is_authenticated():
+            return False
+        self._gw.note_authenticated(self._conn)  # recorded before any request it permits
+        return True
+
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if self._conn.transport is None or not self._conn.transport.is_authenticated():
+        if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         if kind == "session":
             self._conn.channel_requests(chanid)
@@ -118,7 +125,7 @@ class GatewayServer(paramiko.ServerInterface):
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
         """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists."""
         conn = self._conn
-        if conn.transport is None or not conn.transport.is_authenticated():
+        if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         host, port = (destination[0], destination[1]) if destination else ("", 0)
         host = _text(host).lower()
@@ -180,6 +187,7 @@ class GatewayServer(paramiko.ServerInterface):
     # --- global requests --------------------------------------------------------------------
 
     def check_port_forward_request(self, address: str, port: int) -> bool:
+        self._logged_in()
         with self._conn.lock:
             self._conn.notices.append(f"remote forwarding (-R {port}) is not supported")
         return False
@@ -189,7 +197,7 @@ class GatewayServer(paramiko.ServerInterface):
 
     def check_global_request(self, kind: str, msg: paramiko.Message) -> bool:
         # keepalive@openssh.com only wants an answer; anything else unknown is refused.
-        return kind == "keepalive@openssh.com"
+        return self._logged_in() and kind == "keepalive@openssh.com"
 
 
 def _clamp(value: int, default: int) -> int:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import NS
-from tests.support.gateway import Gateway, SSHKey, free_port, wait_port
+from tests.support.gateway import Gateway, SSHKey, free_port, stop_client, wait_port
 
 
 def _forward(gateway: Gateway, key: SSHKey, spec: str) -> subprocess.Popen[bytes]:
@@ -25,8 +25,7 @@ def tunnel(gateway: Gateway, keys: dict[str, SSHKey]):
     client = _forward(gateway, keys["dave"], f"127.0.0.1:{port}:localhost:8080")
     wait_port(port)
     yield port
-    client.terminate()
-    client.wait(10)
+    stop_client(client)
 
 
 def _refused(port: int) -> bool:
@@ -74,7 +73,9 @@ def test_forwards_outside_the_grant_are_refused(gateway: Gateway, keys: dict[str
         wait_port(port)
         assert _refused(port)
     finally:
-        client.terminate()
-        client.wait(10)
+        stop_client(client)
     refused = gateway.events("forward_refused")[-1]
     assert refused["reason"] == reason and refused["port"] == int(destination.rsplit(":", 1)[1])
+    # The login is in the audit trail, and before what was done under it, even for a client this brief.
+    login = [e for e in gateway.events("auth_success") if e["conn"] == refused["conn"]]
+    assert len(login) == 1 and login[0]["ts"] <= refused["ts"], login

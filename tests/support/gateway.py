@@ -30,6 +30,20 @@ def wait_port(port: int, timeout: float = 15) -> None:
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_client(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+    """Ends an `ssh` client with SIGTERM, repeated: OpenSSH 9.2's client loop checks for a signal
+    before it calls poll(), so one that lands in between is noticed only on the next wake-up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.terminate()
+        try:
+            return proc.wait(0.5)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"ssh client {proc.pid} ignored SIGTERM for {timeout}s") from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
