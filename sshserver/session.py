@@ -37,12 +37,20 @@ log = logging.getLogger("podssh.session")
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
 
 
-def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The argv for the container: a shell runs the user's command exactly as sshd would."""
+def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
+                  size: tuple[int, int] | None = None) -> tuple[str, ...]:
+    """The argv for the container: a shell runs the user's command exactly as sshd would.
+
+    With a terminal, that shell first sets its size, as sshd does before it starts the user's
+    program: containerd drops a resize message that arrives before the exec'd process has
+    started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
+    """
     exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
+    if size is not None:
+        exports += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
     if kind == "shell" and grant.shell_command:
-        if not exports:
-            return grant.shell_command
+        if not env:
+            return grant.shell_command  # it may run where there is no /bin/sh at all
         return ("/bin/sh", "-c", exports + 'exec "$@"', "sh", *grant.shell_command)
     if kind == "shell":
         return ("/bin/sh", "-c", exports + LOGIN_SHELL)
@@ -100,6 +108,7 @@ class Session(Bridge):
         self._resize_lock = threading.Lock()
         self._pending_size: tuple[int, int] | None = None
         self._recording: Recording | None = None
+        self._recorded_size: tuple[int, int] | None = None
 
     @property
     def tty(self) -> bool:
@@ -126,8 +135,20 @@ class Session(Bridge):
             if size:
                 with contextlib.suppress(Exception):  # a dead stream is reported by the output side
                     stream.resize(*size)
-                if self._recording is not None:
+                if self._recording is not None and size != self._recorded_size:
                     self._recording.resize(*size)
+                    self._recorded_size = size
+
+    def _resend_size(self) -> None:
+        """Sends the terminal size again once the process surely runs (it has written): a resize
+        that reached the runtime before the process started was dropped."""
+        pty = self._requests.pty
+        if pty is None:
+            return
+        with self._resize_lock:
+            if self._pending_size is None:
+                self._pending_size = (pty.cols, pty.rows)
+        self._gw.submit_control(self._flush_resize)
 
     def notify(self, line: str) -> None:
         """One line on the user's stderr, without ending the session."""
@@ -211,10 +232,11 @@ class Session(Bridge):
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
+        size = (pty.cols, pty.rows) if pty else None
         return ExecRequest(
             namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
-            command=build_command(self.kind, self.command, grant, env), tty=pty is not None,
-            size=(pty.cols, pty.rows) if pty else None, impersonate=self._impersonation(),
+            command=build_command(self.kind, self.command, grant, env, size), tty=pty is not None,
+            size=size, impersonate=self._impersonation(),
         )
 
     def _started(self, req: ExecRequest, **fields: object) -> None:
@@ -254,14 +276,19 @@ class Session(Bridge):
             self._recording = Recording.create(
                 directory, grant=self.grant.ref, user=self.grant.user, target=f"{req.namespace}/{req.pod}",
                 conn=self.conn.id, channel=self.channel.get_id(), cols=pty.cols, rows=pty.rows, term=pty.term)
+            self._recorded_size = (pty.cols, pty.rows)
         except OSError as exc:  # a full disk must not cost the user the session; the log says so
             event(log, "recording_failed", logging.WARNING, conn=self.conn.id, error=str(exc))
 
     def _copy_output(self, stream: ExecStream) -> ExitStatus | None:
         status = None
+        written = False
         try:
             for channel, data in stream.frames():
                 if channel == STDOUT:
+                    if not written:
+                        written = True
+                        self._resend_size()
                     self._to_client(data)
                     if self._recording is not None:
                         self._recording.output(data)

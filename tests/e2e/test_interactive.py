@@ -36,6 +36,20 @@ def test_shell_pty_size_follows_the_client(gateway: Gateway, keys: dict[str, SSH
         client.kill()
 
 
+def test_a_command_sees_the_terminal_size_from_its_first_instruction(gateway: Gateway,
+                                                                   keys: dict[str, SSHKey]) -> None:
+    # No prompt, no delay: the size must be in place before the command starts, every time
+    # (containerd drops a resize that reaches it before the exec'd process has started).
+    for _ in range(5):
+        client = PtyClient([*gateway.ssh_argv(f"{NS}/deb", keys["alice"], tty=True), "stty size"],
+                           rows=33, cols=111)
+        try:
+            client.expect(b"33 111")
+            assert client.wait() == 0
+        finally:
+            client.kill()
+
+
 @pytest.mark.parametrize(("target", "probe", "seen", "code"), [
     ("deb", b"echo bash=$BASH_VERSION\n", b"bash=5", 0),  # the image has bash: it is the shell
     ("deploy/web", b"echo marker-$((6*7)) bash=$BASH_VERSION.\n", b"marker-42 bash=.", 3),  # busybox: sh

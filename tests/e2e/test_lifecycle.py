@@ -10,20 +10,11 @@ from datetime import datetime
 from tests.conftest import NS
 from tests.support.cluster import BUSYBOX, Cluster
 from tests.support.gateway import Gateway, SSHKey
+from tests.support.waiting import wait_for
 
 
 def _ts(entry: dict) -> float:
     return datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
-
-
-def _wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_client_disconnect_closes_the_exec_stream_within_a_second(
@@ -36,7 +27,7 @@ def test_client_disconnect_closes_the_exec_stream_within_a_second(
     killed = time.time()
     client.send_signal(signal.SIGKILL)
     client.wait()
-    end = _wait_for(lambda: gateway.events("session_end")[before:], timeout=5)[0]
+    end = wait_for(lambda: gateway.events("session_end")[before:], timeout=5)[0]
     assert end["reason"] == "client"
     assert _ts(end) - killed < 1.0
 

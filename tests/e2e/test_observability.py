@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import NS
 from tests.support.gateway import SSHKey, free_port
 from tests.support.ptyclient import PtyClient
+from tests.support.waiting import wait_for
 
 WEB = f"{NS}/deploy/web"
 
@@ -52,8 +53,13 @@ def test_counters_move_by_the_right_amounts(observed, keys: dict[str, SSHKey]) -
     assert gw.ssh(WEB, "exit 3", keys["alice"]).returncode == 3
     assert gw.ssh(f"{NS}/other", "true", keys["alice"]).returncode == 1  # refused: not covered
     assert gw.ssh(WEB, "true", keys["mallory"]).returncode == 255
-    time.sleep(0.3)
-    after = scrape(port)
+
+    def settled() -> dict | None:
+        """A connection is counted closed only after its sessions have recorded their end."""
+        samples = scrape(port)
+        return samples if value(samples, "podssh_connections_open") == 0 else None
+
+    after = wait_for(settled, what="all connections closed")
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -136,7 +142,8 @@ def test_audit_trail_field_by_field(observed, keys: dict[str, SSHKey]) -> None:
     gw, _, tmp = observed
     assert gw.ssh(WEB, "echo hi", keys["alice"], input=b"12345").returncode == 0
     assert gw.ssh(WEB, "true", keys["mallory"]).returncode == 255
-    time.sleep(0.3)
+    wait_for(lambda: sum(e["event"] == "connection_close" for e in audit_lines(tmp / "audit.jsonl")) >= 2,
+             what="both connections in the audit trail")
     lines = audit_lines(tmp / "audit.jsonl")
     assert all(e["audit"] is True and e["ts"].endswith("Z") for e in lines)
     fp_alice = subprocess.run(["ssh-keygen", "-lf", str(keys["alice"].path.with_suffix(".pub"))],
@@ -176,7 +183,8 @@ def test_recording_replays_to_the_same_text(observed, keys: dict[str, SSHKey]) -
         assert client.wait() == 4
     finally:
         client.kill()
-    time.sleep(0.3)
+    wait_for(lambda: any(e["event"] == "session_end" for e in audit_lines(tmp / "audit.jsonl")),
+             what="the session's end in the audit trail")
     casts = list((tmp / "recordings").glob("*.cast"))
     assert len(casts) == 1
     assert casts[0].name.startswith(f"{NS}_alice_alice_")

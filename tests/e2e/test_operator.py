@@ -15,6 +15,7 @@ from tests.support.cluster import Cluster
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
 from tests.support.ptyclient import PtyClient
 from tests.support.tcpproxy import CuttableProxy
+from tests.support.waiting import wait_for
 
 WEB = f"{NS}/deploy/web"
 
@@ -30,16 +31,6 @@ def delete(cluster: Cluster, name: str) -> None:
 
 def login_works(gw: Gateway, key: SSHKey, target: str = WEB) -> bool:
     return gw.ssh(target, "true", key, timeout=20).returncode == 0
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> float:
-    """Seconds until predicate() held; fails after timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not reached within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def live_session(gw: Gateway, key: SSHKey) -> subprocess.Popen[bytes]:
@@ -74,10 +65,10 @@ def test_apply_then_delete(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey)
     assert not login_works(op_gateway, fresh_key)
     apply(crd, grant("prop", NS, [fresh_key], {"app": "web"}))
     applied = time.monotonic()
-    took = wait_until(lambda: login_works(op_gateway, fresh_key), timeout=10, step=0.01)
+    wait_for(lambda: login_works(op_gateway, fresh_key), timeout=10, step=0.01, what="login with the new grant")
     propagation = time.monotonic() - applied
     print(f"\nkubectl apply -> first successful ssh: {propagation * 1000:.0f} ms")
-    assert took < 1.0, f"grant took {took:.2f}s to propagate"
+    assert propagation < 1.0, f"grant took {propagation:.2f}s to propagate"
 
     client = live_session(op_gateway, fresh_key)
     deleted = time.monotonic()
@@ -94,7 +85,7 @@ def test_apply_then_delete(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey)
 def test_expiry_edited_into_the_past_ends_sessions(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey) -> None:
     obj = grant("expiring", NS, [fresh_key], {"app": "web"}, expiresAt="2099-01-01T00:00:00Z")
     apply(crd, obj)
-    wait_until(lambda: login_works(op_gateway, fresh_key), timeout=10)
+    wait_for(lambda: login_works(op_gateway, fresh_key), timeout=10)
     client = live_session(op_gateway, fresh_key)
     obj["spec"]["expiresAt"] = "2020-01-01T00:00:00Z"
     apply(crd, obj)
@@ -112,7 +103,7 @@ def test_narrowing_a_grant_ends_the_sessions_it_no_longer_covers(
     other = make_key(tmp_path, "other")
     obj = grant("narrow", NS, [fresh_key, other], {"app": "web"})
     apply(crd, obj)
-    wait_until(lambda: login_works(op_gateway, fresh_key), timeout=10)
+    wait_for(lambda: login_works(op_gateway, fresh_key), timeout=10)
     client = live_session(op_gateway, fresh_key)
     if change == "remove-key":
         obj["spec"]["publicKeys"] = [other.public]
@@ -138,7 +129,7 @@ def test_invalid_object_is_marked_and_isolated(crd: Cluster, op_gateway: Gateway
         cond = (status.get("conditions") or [{}])[0]
         return cond.get("status") == "False" and cond.get("reason") == "InvalidKey"
 
-    wait_until(marked, timeout=10)
+    wait_for(marked, timeout=10)
     assert login_works(op_gateway, fresh_key)
     events = crd.kubectl("-n", NS, "get", "events", "--field-selector", "involvedObject.name=broken",
                          "-o", "json").stdout
@@ -167,7 +158,7 @@ def test_schema_rejects_malformed_keys_with_a_readable_message(crd: Cluster, fre
 
 def test_session_events_and_last_login(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey) -> None:
     apply(crd, grant("audited", NS, [fresh_key], {"app": "web"}))
-    wait_until(lambda: login_works(op_gateway, fresh_key), timeout=10)
+    wait_for(lambda: login_works(op_gateway, fresh_key), timeout=10)
 
     def recorded() -> bool:
         out = crd.kubectl("-n", NS, "get", "events", "--field-selector", "involvedObject.name=audited",
@@ -175,14 +166,14 @@ def test_session_events_and_last_login(crd: Cluster, op_gateway: Gateway, fresh_
         status = crd.get("sshaccess", "-n", NS, "audited").get("status") or {}
         return {"SessionStarted", "SessionEnded"} <= set(out) and bool(status.get("lastLoginTime"))
 
-    wait_until(recorded, timeout=10)
+    wait_for(recorded, timeout=10)
     delete(crd, "audited")
 
 
 def test_limits(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey) -> None:
     apply(crd, grant("limited", NS, [fresh_key], {"app": "web"},
                      limits={"maxSessions": 1, "idleTimeout": "2s", "maxSessionDuration": "4s"}))
-    wait_until(lambda: login_works(op_gateway, fresh_key), timeout=10)
+    wait_for(lambda: login_works(op_gateway, fresh_key), timeout=10)
     first = live_session(op_gateway, fresh_key)  # silent: idle after 2 s
     second = op_gateway.ssh(WEB, "true", fresh_key)
     assert second.returncode == 1 and b"at most 1 concurrent sessions" in second.stderr
@@ -205,12 +196,12 @@ def test_watch_gap_deletion_is_noticed(crd: Cluster, fresh_key: SSHKey, make_gat
     try:
         apply(crd, grant("gap", NS, [fresh_key], {"app": "web"}))
         gw = make_gateway("--resync-interval", "5", grants=None, kubeconfig=str(proxied))
-        wait_until(lambda: login_works(gw, fresh_key), timeout=10)
+        wait_for(lambda: login_works(gw, fresh_key), timeout=10)
         proxy.cut()
         delete(crd, "gap")  # through the real address: the gateway cannot see it
         time.sleep(2)
         proxy.restore()
-        wait_until(lambda: not login_works(gw, fresh_key), timeout=15, step=0.5)
+        wait_for(lambda: not login_works(gw, fresh_key), timeout=15, step=0.5)
     finally:
         proxy.close()
 
@@ -219,7 +210,7 @@ def test_two_replicas_authorize_and_settle(crd: Cluster, fresh_key: SSHKey, make
     a = make_gateway(grants=None)
     b = make_gateway(grants=None)
     apply(crd, grant("shared", NS, [fresh_key], {"app": "web"}))
-    wait_until(lambda: login_works(a, fresh_key) and login_works(b, fresh_key), timeout=10)
+    wait_for(lambda: login_works(a, fresh_key) and login_works(b, fresh_key), timeout=10)
 
     def patches() -> int:  # condition patches; lastLoginTime is written once per login by design
         return sum(1 for gw in (a, b) for e in gw.events("status_patched")
@@ -253,7 +244,7 @@ def test_certificate_authentication(crd: Cluster, op_gateway: Gateway, tmp_path:
         key = make_key(tmp_path / name, "user")
         _sign(signer.path, key, principal, validity)
         if name == "good":
-            wait_until(lambda k=key: login_works(op_gateway, k), timeout=10)
+            wait_for(lambda k=key: login_works(op_gateway, k), timeout=10)
         results[name] = login_works(op_gateway, key)
     assert results == {name: expected for name, (*_, expected) in cases.items()}
     success = [e for e in op_gateway.events("auth_success") if e.get("method") == "publickey-cert"]
@@ -289,7 +280,7 @@ def test_impersonation_lets_cluster_rbac_decide(crd: Cluster, fresh_key: SSHKey,
     _exec_role(crd)
     _bind_exec(crd, "frank-exec", "frank")
     gw = make_gateway("--impersonate", grants=None)
-    wait_until(lambda: gw.ssh(WEB, "true", other).returncode == 0, timeout=10)
+    wait_for(lambda: gw.ssh(WEB, "true", other).returncode == 0, timeout=10)
     denied = gw.ssh(WEB, "true", fresh_key)
     assert denied.returncode == 255
     assert b"forbidden" in denied.stderr and b'"eve"' in denied.stderr
@@ -330,8 +321,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: grantor}}]
     assert refused.returncode != 0
     assert "may grant SSH access there" in refused.stderr and "grantor is not" in refused.stderr
     _bind_exec(crd, "grantor-execs", "grantor")
-    allowed = wait_until(lambda: apply(crd, obj, kubeconfig=str(kubeconfig)).returncode == 0, timeout=10)
-    assert allowed >= 0
+    wait_for(lambda: apply(crd, obj, kubeconfig=str(kubeconfig)).returncode == 0, what="grantor's apply allowed")
     delete(crd, "by-grantor")
 
 
@@ -339,7 +329,7 @@ def test_recording_is_complete_when_the_session_is_revoked(crd: Cluster, fresh_k
                                                           tmp_path: Path) -> None:
     gw = make_gateway("--record-dir", str(tmp_path / "rec"), grants=None)
     apply(crd, grant("recorded", NS, [fresh_key], {"app": "web"}))
-    wait_until(lambda: login_works(gw, fresh_key), timeout=10)
+    wait_for(lambda: login_works(gw, fresh_key), timeout=10)
     client = PtyClient(gw.ssh_argv(f"{NS}/deb", fresh_key, tty=True))
     try:
         client.send(b"echo before-$((40+2))\n")

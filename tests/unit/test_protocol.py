@@ -54,6 +54,19 @@ def test_exec_command_runs_exactly_with_env() -> None:
     assert run(argv) == "it's $HOME|/bin/sh|a b|\n"
 
 
+def test_a_terminal_gets_its_size_before_the_command_runs() -> None:
+    argv = build_command("exec", "stty size", grant(), {"TERM": "xterm"}, size=(111, 33))
+    assert argv[:2] == ("/bin/sh", "-c")
+    assert argv[2].index("stty cols 111 rows 33 2>/dev/null;") < argv[2].index('/bin/sh -c "$1"')
+    shell = build_command("shell", None, grant(), {"TERM": "xterm"}, size=(80, 24))
+    assert shell[2].index("stty cols 80 rows 24") < shell[2].index("bash -l")
+    # Without a terminal, nothing is added; without a stty in the image, the command still runs.
+    assert "stty" not in build_command("exec", "true", grant(), {})[2]
+    no_stty = subprocess.run(["env", "PATH=/nonexistent", *build_command("exec", "exit 3", grant(), {}, size=(1, 1))],
+                             capture_output=True)
+    assert (no_stty.returncode, no_stty.stderr) == (3, b"")
+
+
 def test_shell_command_of_the_grant() -> None:
     g = grant(shell_command=("/bin/echo", "hi there"))
     assert build_command("shell", None, g, {}) == ("/bin/echo", "hi there")
