@@ -14,7 +14,7 @@ from typing import Any
 
 import paramiko
 
-from . import fastpipe
+from . import eow, fastpipe
 from .access import AccessStore, Grant
 from .audit import AuditTrail
 from .bridge import Bridge, SessionEnd
@@ -137,6 +137,7 @@ class Gateway:
         try:
             transport = self._transport(client)
             conn.transport = transport
+            eow.install(transport, lambda channel: self._client_stopped_reading(conn, channel))
             try:
                 transport.start_server(server=GatewayServer(self, conn))
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -201,6 +202,13 @@ class Gateway:
               grants=[g.ref for g in grants], users=sorted({g.user for g in grants}),
               cert_key_id=cert.key_id if cert else None, cert_serial=cert.serial if cert else None,
               ca=cert.ca_fingerprint if cert else None)
+
+    @staticmethod
+    def _client_stopped_reading(conn: Connection, channel: paramiko.Channel) -> None:
+        with conn.lock:
+            bridge = conn.sessions.get(channel.get_id())
+        if isinstance(bridge, Session):
+            bridge.stop_output()
 
     @staticmethod
     def _forget_closed(conn: Connection) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
+from . import hangup
 from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
@@ -34,33 +35,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("podssh.session")
 
+HANGUP_TIMEOUT = 5.0
+
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
 
 
 def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
-                  size: tuple[int, int] | None = None) -> tuple[str, ...]:
+                  size: tuple[int, int] | None = None, token: str | None = None) -> tuple[str, ...]:
     """The argv for the container: a shell runs the user's command exactly as sshd would.
 
     With a terminal, that shell first sets its size, as sshd does before it starts the user's
     program: containerd drops a resize message that arrives before the exec'd process has
     started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
+    `token` marks the exec's processes for the hangup at the end (see hangup.py).
     """
-    exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
+    if kind == "shell" and grant.shell_command and not env and size is None:
+        return grant.shell_command  # it may run where there is no /bin/sh at all
+    marked = {**env, hangup.ENV: token} if token else dict(env)
+    prelude = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(marked.items()))
     if size is not None:
-        exports += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
+        prelude += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
     if kind == "shell" and grant.shell_command:
-        if not env:
-            return grant.shell_command  # it may run where there is no /bin/sh at all
-        return ("/bin/sh", "-c", exports + 'exec "$@"', "sh", *grant.shell_command)
+        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *grant.shell_command)
     if kind == "shell":
-        return ("/bin/sh", "-c", exports + LOGIN_SHELL)
+        return ("/bin/sh", "-c", prelude + LOGIN_SHELL)
     if kind == "sftp":
         return ("sftp-server",)  # replaced by the path found in the container
     assert command is not None
     # The command runs in a child shell while this one keeps the exec's stdout open: containerd
     # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
     # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
-    return ("/bin/sh", "-c", exports + '/bin/sh -c "$1"; exit $?', "sh", command)
+    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", command)
 
 
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
@@ -109,6 +114,11 @@ class Session(Bridge):
         self._pending_size: tuple[int, int] | None = None
         self._recording: Recording | None = None
         self._recorded_size: tuple[int, int] | None = None
+        self._output_stopped = threading.Event()
+        # For the hangup after a session that did not end by its command's exit (hangup.py).
+        self._token = hangup.new_token() if kind in ("shell", "exec") else None
+        self._request: ExecRequest | None = None
+        self._exited = False
 
     @property
     def tty(self) -> bool:
@@ -150,6 +160,11 @@ class Session(Bridge):
                 self._pending_size = (pty.cols, pty.rows)
         self._gw.submit_control(self._flush_resize)
 
+    def stop_output(self) -> None:
+        """The client can write no more of the output (eow@openssh.com). As under sshd, the
+        command dies at its next write to stdout; what it had written before is dropped."""
+        self._output_stopped.set()
+
     def notify(self, line: str) -> None:
         """One line on the user's stderr, without ending the session."""
         self._write_error(line)
@@ -181,7 +196,7 @@ class Session(Bridge):
             self._gw.api_error(exc.reason)
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
         self._gw.metrics.exec_setup.observe(time.monotonic() - setup)
-        self.opened = True
+        self.opened, self._request = True, req
         with self._resize_lock:
             self._stream = stream
         self._flush_resize()
@@ -195,6 +210,7 @@ class Session(Bridge):
         pump.start()
         try:
             status = self._copy_output(stream)
+            self._exited = status is not None
         finally:
             stream.close()
             self._done.set()
@@ -235,7 +251,7 @@ class Session(Bridge):
         size = (pty.cols, pty.rows) if pty else None
         return ExecRequest(
             namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
-            command=build_command(self.kind, self.command, grant, env, size), tty=pty is not None,
+            command=build_command(self.kind, self.command, grant, env, size, self._token), tty=pty is not None,
             size=size, impersonate=self._impersonation(),
         )
 
@@ -286,6 +302,11 @@ class Session(Bridge):
         try:
             for channel, data in stream.frames():
                 if channel == STDOUT:
+                    if self._output_stopped.is_set():
+                        # sshd would close the command's stdout, and its next write would end it
+                        # (SIGPIPE). Here the session ends and its processes are hung up.
+                        self.terminate("client")
+                        break
                     if not written:
                         written = True
                         self._resend_size()
@@ -296,7 +317,7 @@ class Session(Bridge):
                     self._to_client(data, stderr=True)
                 elif channel == STATUS:
                     status = parse_status(data)
-        except OSError:  # the channel closed under us: the client is gone
+        except (OSError, EOFError):  # the channel closed under us: the client is gone
             self.terminate("client")
         return status
 
@@ -344,6 +365,7 @@ class Session(Bridge):
                 chan.shutdown_write()
         with contextlib.suppress(OSError, EOFError):
             chan.close()
+        hung_up = self._hang_up()
         r = self.resolved
         if self._recording is not None:
             self._recording.close()
@@ -353,5 +375,12 @@ class Session(Bridge):
             container=r.container if r else None, grant=self.grant.ref if self.grant else None,
             duration_s=round(time.monotonic() - self.started, 3), bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            recording=str(self._recording.path) if self._recording else None)
+            recording=str(self._recording.path) if self._recording else None, hung_up=hung_up)
         self._gw.session_ended(self, end)
+
+    def _hang_up(self) -> int | None:
+        """Processes the session started outlive its stream unless told: see hangup.py."""
+        if self._exited or self._request is None or self._token is None:
+            return None
+        runner = PodRunner(self._gw.kube, self._request, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
+        return hangup.hang_up(runner, self._token)

@@ -29,5 +29,8 @@ class GatewaySettings:
     impersonate: bool = False
     drain_timeout: float = 10.0
     shutdown_delay: float = 0.0  # keep accepting this long after SIGTERM, while endpoints update
-    version: str = "SSH-2.0-podssh"
+    # OpenSSH clients send eow@openssh.com ("I can write no more of your output", e.g. after
+    # `| head`) only to servers whose software version starts with "OpenSSH"; without it a
+    # command writing forever would keep the client waiting forever.
+    version: str = "SSH-2.0-OpenSSH_podssh"
     record_dir: Path | None = None  # asciicast recordings of interactive sessions

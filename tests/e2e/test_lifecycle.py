@@ -10,6 +10,7 @@ from datetime import datetime
 from tests.conftest import NS
 from tests.support.cluster import BUSYBOX, Cluster
 from tests.support.gateway import Gateway, SSHKey
+from tests.support.ptyclient import PtyClient
 from tests.support.waiting import wait_for
 
 
@@ -30,6 +31,44 @@ def test_client_disconnect_closes_the_exec_stream_within_a_second(
     end = wait_for(lambda: gateway.events("session_end")[before:], timeout=5)[0]
     assert end["reason"] == "client"
     assert _ts(end) - killed < 1.0
+
+
+def _running(gateway: Gateway, key: SSHKey, marker: str) -> list[str]:
+    """Command lines in the Debian pod that contain marker (the probe itself excluded)."""
+    ps = gateway.ssh(f"{NS}/deb", "ps -eo args", key)
+    assert ps.returncode == 0, ps.stderr
+    return [line for line in ps.stdout.decode().splitlines() if marker in line and "ps -eo" not in line]
+
+
+def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    # `| head` exits: OpenSSH tells the server (eow@openssh.com) and the writer must end, not run forever.
+    ssh = " ".join(gateway.ssh_argv(f"{NS}/deb", keys["alice"]))
+    piped = subprocess.run(["bash", "-c", f"{ssh} 'exec yes podssh-eow-7431' </dev/null | head -c 1000000 | wc -c"],
+                           capture_output=True, timeout=30)
+    assert piped.stdout.strip() == b"1000000"
+    wait_for(lambda: not _running(gateway, keys["alice"], "podssh-eow-7431"), what="the writer ended")
+    conn = next(e["conn"] for e in gateway.events("session_start") if e["command"] == "exec yes podssh-eow-7431")
+    end = next(e for e in gateway.events("session_end") if e["conn"] == conn)
+    assert end["reason"] == "client" and end["hung_up"] >= 1
+
+
+def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    # As under sshd: the session's processes get SIGHUP; what was started with nohup stays.
+    argv = [*gateway.ssh_argv(f"{NS}/deb", keys["alice"]),
+            "nohup sleep 9901 >/dev/null 2>&1 & echo started; sleep 9902"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert client.stdout is not None and client.stdout.readline() == b"started\n"
+    shell = PtyClient(gateway.ssh_argv(f"{NS}/deb", keys["alice"], tty=True))
+    try:
+        shell.send(b"echo ready-$((40+3)); sleep 9903\n")
+        shell.expect(b"ready-43")
+        assert _running(gateway, keys["alice"], "sleep 990") and _running(gateway, keys["alice"], "sleep 9903")
+    finally:
+        client.kill()
+        shell.kill()
+    wait_for(lambda: _running(gateway, keys["alice"], "sleep 990") == ["sleep 9901"],
+             what="only the nohup'd process left")  # the exec's and the shell's processes ended
+    assert gateway.ssh(f"{NS}/deb", "pkill -f '^sleep 9901$'", keys["alice"]).returncode == 0
 
 
 def test_pod_deletion_ends_the_session(workloads: Cluster, gateway: Gateway, keys: dict[str, SSHKey]) -> None:

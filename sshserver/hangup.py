@@ -1,0 +1,71 @@
+"""Hangs up what a session leaves running in its container.
+
+Closing an exec stream does not end the processes it started: the runtime keeps their stdio
+open, so a shell whose client vanished, a `tail -f`, or the writer behind `| head` would run on
+in the pod for good. sshd would close their terminal (SIGHUP) or their pipes (SIGPIPE); the
+gateway does the nearest thing it can: when a session ends other than by its command's own
+exit, it sends SIGHUP to every process of the exec's session, as a terminal hangup would.
+Processes started with nohup or setsid survive, as they would under sshd.
+
+The exec is found by a token its shell exports, `PODSSH_SESSION`: a process that holds it
+belongs to the exec's session if that session's leader has no parent in the container (runc
+starts each exec as a session leader whose parent is outside the pod; a process that called
+setsid leads a session of its own, with a parent). Every process of that session is
+signalled. Only `sh` builtins and `grep` are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from .execstream import ExecError
+from .logevents import event
+from .podexec import PodRunner
+
+log = logging.getLogger("podssh.hangup")
+
+ENV = "PODSSH_SESSION"
+
+_SCRIPT = r"""
+token="PODSSH_SESSION=$1"
+stat() { read -r st < "/proc/$1/stat" || return 1; st=${st##*) }; }
+leader=
+for f in /proc/[0-9]*/environ; do
+  p=${f#/proc/}; p=${p%/environ}
+  grep -qF "$token" "$f" 2>/dev/null || continue
+  stat "$p" 2>/dev/null || continue
+  set -- $st
+  sid=$4
+  stat "$sid" 2>/dev/null || continue
+  set -- $st
+  if [ "$2" = 0 ] && [ "$4" = "$sid" ]; then leader=$sid; break; fi
+done
+n=0
+if [ -n "$leader" ]; then
+  for f in /proc/[0-9]*/stat; do
+    p=${f#/proc/}; p=${p%/stat}
+    stat "$p" 2>/dev/null || continue
+    set -- $st
+    if [ "$4" = "$leader" ] && kill -HUP "$p" 2>/dev/null; then n=$((n + 1)); fi
+  done
+fi
+echo "$n"
+"""
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def hang_up(runner: PodRunner, token: str) -> int | None:
+    """SIGHUP to the processes of the exec marked by token; how many got it, None if unknown."""
+    try:
+        result = runner.run(["/bin/sh", "-c", _SCRIPT, "sh", token])
+    except ExecError as exc:  # the pod is gone, or the API refuses: nothing left to signal here
+        event(log, "hangup_failed", logging.INFO, error=str(exc)[:200])
+        return None
+    try:
+        return int(result.stdout.strip()) if result.ok else None
+    except ValueError:
+        return None
