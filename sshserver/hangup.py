@@ -65,6 +65,9 @@ def hang_up(runner: PodRunner, token: str) -> int | None:
     except ExecError as exc:  # the pod is gone, or the API refuses: nothing left to signal here
         event(log, "hangup_failed", logging.INFO, error=str(exc)[:200])
         return None
+    except Exception as exc:  # best effort, run while a session ends: it must never break that
+        event(log, "hangup_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:200])
+        return None
     try:
         return int(result.stdout.strip()) if result.ok else None
     except ValueError:
