@@ -115,7 +115,8 @@ class Session(Bridge):
         self._recording: Recording | None = None
         self._recorded_size: tuple[int, int] | None = None
         self._output_stopped = threading.Event()
-        # For the hangup after a session that did not end by its command's exit (hangup.py).
+        # Marks the exec's processes, for the hangup after a session that did not end by its
+        # command's exit (hangup.py).
         self._token = hangup.new_token() if kind in ("shell", "exec") else None
         self._request: ExecRequest | None = None
         self._exited = False
@@ -188,7 +189,7 @@ class Session(Bridge):
                 return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
             if server is None:  # nothing to exec: the gateway speaks SFTP itself
                 return self._serve_sftp_here(req)
-            req = replace(req, command=(server,))
+            req = replace(req, command=(server,))  # it ends by itself at stdin's EOF: no hangup
         setup = time.monotonic()
         try:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
@@ -365,7 +366,6 @@ class Session(Bridge):
                 chan.shutdown_write()
         with contextlib.suppress(OSError, EOFError):
             chan.close()
-        hung_up = self._hang_up()
         r = self.resolved
         if self._recording is not None:
             self._recording.close()
@@ -375,12 +375,16 @@ class Session(Bridge):
             container=r.container if r else None, grant=self.grant.ref if self.grant else None,
             duration_s=round(time.monotonic() - self.started, 3), bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            recording=str(self._recording.path) if self._recording else None, hung_up=hung_up)
+            recording=str(self._recording.path) if self._recording else None)
         self._gw.session_ended(self, end)
+        self._hang_up()  # after the session has given back its place (maxSessions) and metrics
 
-    def _hang_up(self) -> int | None:
+    def _hang_up(self) -> None:
         """Processes the session started outlive its stream unless told: see hangup.py."""
-        if self._exited or self._request is None or self._token is None:
-            return None
-        runner = PodRunner(self._gw.kube, self._request, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
-        return hangup.hang_up(runner, self._token)
+        req = self._request
+        if self._exited or req is None or self._token is None:
+            return
+        runner = PodRunner(self._gw.kube, req, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
+        processes = hangup.hang_up(runner, self._token)
+        self._gw.audit.record("session_hangup", conn=self.conn.id, namespace=req.namespace, pod=req.pod,
+                              container=req.container, processes=processes)

@@ -49,7 +49,9 @@ def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str,
     wait_for(lambda: not _running(gateway, keys["alice"], "podssh-eow-7431"), what="the writer ended")
     conn = next(e["conn"] for e in gateway.events("session_start") if e["command"] == "exec yes podssh-eow-7431")
     end = next(e for e in gateway.events("session_end") if e["conn"] == conn)
-    assert end["reason"] == "client" and end["hung_up"] >= 1
+    assert end["reason"] == "client"
+    hangup = wait_for(lambda: [e for e in gateway.events("session_hangup") if e["conn"] == conn])
+    assert hangup[0]["pod"] == "deb" and hangup[0]["processes"] >= 1
 
 
 def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
@@ -69,6 +71,18 @@ def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: 
     wait_for(lambda: _running(gateway, keys["alice"], "sleep 990") == ["sleep 9901"],
              what="only the nohup'd process left")  # the exec's and the shell's processes ended
     assert gateway.ssh(f"{NS}/deb", "pkill -f '^sleep 9901$'", keys["alice"]).returncode == 0
+
+
+def test_a_vanished_sftp_client_leaves_no_sftp_server(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    # The container's sftp-server ends at its stdin's EOF, which the stream's end delivers: no hangup needed.
+    client = subprocess.Popen(["sftp", *gateway.client_options(keys["dave"]), "-b", "-", f"{NS}/deb@127.0.0.1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _running(gateway, keys["alice"], "sftp-server"), what="the container's sftp-server")
+    finally:
+        client.kill()
+    client.wait()
+    wait_for(lambda: not _running(gateway, keys["alice"], "sftp-server"), what="sftp-server ended")
 
 
 def test_pod_deletion_ends_the_session(workloads: Cluster, gateway: Gateway, keys: dict[str, SSHKey]) -> None:
