@@ -7,6 +7,8 @@ import subprocess
 import time
 from datetime import datetime
 
+import pytest
+
 from tests.conftest import NS
 from tests.support.cluster import BUSYBOX, Cluster
 from tests.support.gateway import Gateway, SSHKey
@@ -33,11 +35,11 @@ def test_client_disconnect_closes_the_exec_stream_within_a_second(
     assert _ts(end) - killed < 1.0
 
 
-def _running(gateway: Gateway, key: SSHKey, marker: str) -> list[str]:
-    """Command lines in the Debian pod that contain marker (the probe itself excluded)."""
-    ps = gateway.ssh(f"{NS}/deb", "ps -eo args", key)
+def _running(gateway: Gateway, key: SSHKey, marker: str, target: str = f"{NS}/deb") -> list[str]:
+    """Command lines in the target's container that contain marker (the probe itself excluded)."""
+    ps = gateway.ssh(target, "ps -e -o args", key)
     assert ps.returncode == 0, ps.stderr
-    return [line for line in ps.stdout.decode().splitlines() if marker in line and "ps -eo" not in line]
+    return [line for line in ps.stdout.decode().splitlines() if marker in line and "ps -e" not in line]
 
 
 def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
@@ -54,23 +56,29 @@ def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str,
     assert hangup[0]["pod"] == "deb" and hangup[0]["processes"] >= 1
 
 
-def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
-    # As under sshd: the session's processes get SIGHUP; what was started with nohup stays.
-    argv = [*gateway.ssh_argv(f"{NS}/deb", keys["alice"]),
-            "nohup sleep 9901 >/dev/null 2>&1 & echo started; sleep 9902"]
+@pytest.mark.parametrize("target", ["deb", "deploy/web"])  # coreutils+bash, busybox
+def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: dict[str, SSHKey],
+                                                        target: str) -> None:
+    # As under sshd: the session's processes get SIGHUP; what ignores it (nohup) stays.
+    key, where = keys["alice"], f"{NS}/{target}"
+    command = "(trap '' HUP; exec sleep 9901) >/dev/null 2>&1 & echo started $!; sleep 9902"
+    argv = [*gateway.ssh_argv(where, key), command]
     client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert client.stdout is not None and client.stdout.readline() == b"started\n"
-    shell = PtyClient(gateway.ssh_argv(f"{NS}/deb", keys["alice"], tty=True))
+    assert client.stdout is not None
+    started, survivor = client.stdout.readline().split()
+    assert started == b"started"
+    shell = PtyClient(gateway.ssh_argv(where, key, tty=True))
     try:
         shell.send(b"echo ready-$((40+3)); sleep 9903\n")
         shell.expect(b"ready-43")
-        assert _running(gateway, keys["alice"], "sleep 990") and _running(gateway, keys["alice"], "sleep 9903")
+        assert _running(gateway, key, "sleep 990", where) and _running(gateway, key, "sleep 9903", where)
     finally:
         client.kill()
         shell.kill()
-    wait_for(lambda: _running(gateway, keys["alice"], "sleep 990") == ["sleep 9901"],
-             what="only the nohup'd process left")  # the exec's and the shell's processes ended
-    assert gateway.ssh(f"{NS}/deb", "pkill -f '^sleep 9901$'", keys["alice"]).returncode == 0
+    wait_for(lambda: not [line for line in _running(gateway, key, "sleep 990", where) if line != "sleep 9901"],
+             what="the exec's and the shell's processes ended")
+    assert _running(gateway, key, "sleep 9901", where) == ["sleep 9901"]  # it ignores SIGHUP
+    assert gateway.ssh(where, f"kill {int(survivor)}", key).returncode == 0
 
 
 def test_a_vanished_sftp_client_leaves_no_sftp_server(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
