@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after SIGTERM, how long live sessions may go on before they are ended")
     serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
                        help="after SIGTERM, keep accepting (and report not ready) this long first")
+    serve.add_argument("--hang-up", action="store_true",
+                       help="SIGHUP what a session leaves running in the pod when it ends other than by "
+                            "its command's exit (one extra exec per such session)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
     gr.add_argument("--user", required=True, help="who gets access (audit trail)")
@@ -159,6 +162,7 @@ def serve(args: argparse.Namespace) -> int:
         max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
         max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
         drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
+        hang_up=args.hang_up,
     )
     try:
         audit = AuditTrail.open(args.audit_log)

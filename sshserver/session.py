@@ -382,7 +382,7 @@ class Session(Bridge):
     def _hang_up(self) -> None:
         """Processes the session started outlive its stream unless told: see hangup.py."""
         req = self._request
-        if self._exited or req is None or self._token is None:
+        if self._exited or req is None or self._token is None or not self._gw.settings.hang_up:
             return
         runner = PodRunner(self._gw.kube, req, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
         processes = hangup.hang_up(runner, self._token)

@@ -33,4 +33,7 @@ class GatewaySettings:
     # `| head`) only to servers whose software version starts with "OpenSSH"; without it a
     # command writing forever would keep the client waiting forever.
     version: str = "SSH-2.0-OpenSSH_podssh"
+    # SIGHUP what a session leaves running (hangup.py). Off by default: after a mass disconnect
+    # the cleanup execs competed with new logins (500-session benchmark), not yet resolved.
+    hang_up: bool = False
     record_dir: Path | None = None  # asciicast recordings of interactive sessions

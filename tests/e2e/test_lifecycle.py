@@ -42,7 +42,8 @@ def _running(gateway: Gateway, key: SSHKey, marker: str, target: str = f"{NS}/de
     return [line for line in ps.stdout.decode().splitlines() if marker in line and "ps -e" not in line]
 
 
-def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+def test_a_closed_output_pipe_ends_the_command(make_gateway, keys: dict[str, SSHKey]) -> None:
+    gateway = make_gateway("--hang-up")
     # `| head` exits: OpenSSH tells the server (eow@openssh.com) and the writer must end, not run forever.
     ssh = " ".join(gateway.ssh_argv(f"{NS}/deb", keys["alice"]))
     piped = subprocess.run(["bash", "-c", f"{ssh} 'exec yes podssh-eow-7431' </dev/null | head -c 1000000 | wc -c"],
@@ -57,8 +58,9 @@ def test_a_closed_output_pipe_ends_the_command(gateway: Gateway, keys: dict[str,
 
 
 @pytest.mark.parametrize("target", ["deb", "deploy/web"])  # coreutils+bash, busybox
-def test_what_a_vanished_client_left_running_is_hung_up(gateway: Gateway, keys: dict[str, SSHKey],
+def test_what_a_vanished_client_left_running_is_hung_up(make_gateway, keys: dict[str, SSHKey],
                                                         target: str) -> None:
+    gateway = make_gateway("--hang-up")
     # As under sshd: the session's processes get SIGHUP; what ignores it (nohup) stays.
     key, where = keys["alice"], f"{NS}/{target}"
     command = "(trap '' HUP; exec sleep 9901) >/dev/null 2>&1 & echo started $!; sleep 9902"
