@@ -117,7 +117,7 @@ class Session(Bridge):
         self._output_stopped = threading.Event()
         # Marks the exec's processes, for the hangup after a session that did not end by its
         # command's exit (hangup.py).
-        self._token = hangup.new_token() if kind in ("shell", "exec") else None
+        self._token = hangup.new_token() if kind in ("shell", "exec") and gateway.settings.hang_up else None
         self._request: ExecRequest | None = None
         self._exited = False
 
@@ -382,7 +382,7 @@ class Session(Bridge):
     def _hang_up(self) -> None:
         """Processes the session started outlive its stream unless told: see hangup.py."""
         req = self._request
-        if self._exited or req is None or self._token is None or not self._gw.settings.hang_up:
+        if self._exited or req is None or self._token is None:
             return
         runner = PodRunner(self._gw.kube, req, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
         processes = hangup.hang_up(runner, self._token)
