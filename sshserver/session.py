@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from . import hangup
 from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
+from .envnames import valid_env_name
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
 from .logevents import event
@@ -40,6 +40,24 @@ HANGUP_TIMEOUT = 5.0
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
 
 
+def _exports(env: Mapping[str, str], first: int) -> tuple[str, list[str]]:
+    """Shell text that exports env from positional parameters starting at $first, and those
+    parameters. Only parameter numbers are written into the script: names and values, both
+    the client's, arrive as arguments and are never parsed as shell code. A name that is not
+    an identifier is dropped here too (the env hook refused it already)."""
+    args: list[str] = []
+    words: list[str] = []
+    for name, value in sorted(env.items()):
+        if not valid_env_name(name):
+            continue
+        n = first + len(args)
+        words.append(f'"${{{n}}}=${{{n + 1}}}"')
+        args += [name, value]
+    if not words:
+        return "", []
+    return f"export {' '.join(words)}; shift {len(args)}; ", args
+
+
 def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
                   size: tuple[int, int] | None = None, token: str | None = None) -> tuple[str, ...]:
     """The argv for the container: a shell runs the user's command exactly as sshd would.
@@ -48,24 +66,28 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     program: containerd drops a resize message that arrives before the exec'd process has
     started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
     `token` marks the exec's processes for the hangup at the end (see hangup.py).
+
+    The script (argv[2]) is fixed text: the client's strings (env names and values, the
+    command) are positional parameters, consumed by `shift` before the command runs.
     """
+    env = {k: v for k, v in env.items() if valid_env_name(k)}
     if kind == "shell" and grant.shell_command and not env and size is None:
         return grant.shell_command  # it may run where there is no /bin/sh at all
-    marked = {**env, hangup.ENV: token} if token else dict(env)
-    prelude = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(marked.items()))
+    marked = {**env, hangup.ENV: token} if token else env
+    prelude, env_args = _exports(marked, 1)
     if size is not None:
         prelude += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
     if kind == "shell" and grant.shell_command:
-        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *grant.shell_command)
+        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *env_args, *grant.shell_command)
     if kind == "shell":
-        return ("/bin/sh", "-c", prelude + LOGIN_SHELL)
+        return ("/bin/sh", "-c", prelude + LOGIN_SHELL, "sh", *env_args)
     if kind == "sftp":
         return ("sftp-server",)  # replaced by the path found in the container
     assert command is not None
     # The command runs in a child shell while this one keeps the exec's stdout open: containerd
     # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
     # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
-    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", command)
+    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", *env_args, command)
 
 
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
