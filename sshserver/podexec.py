@@ -94,8 +94,8 @@ class StreamReader:
             if channel == STDOUT:
                 self._buffer.append(data)
                 self._buffered += len(data)
-            elif channel == STDERR:
-                self.stderr += data[:4096]
+            elif channel == STDERR and len(self.stderr) < 4096:
+                self.stderr += data[:4096 - len(self.stderr)]
             elif channel == STATUS:
                 self.status = parse_status(data)
         out = bytearray()

@@ -27,7 +27,8 @@ from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
 from .logevents import event
 from .podexec import PodRunner
 from .recording import Recording
-from .sftp_local import GatewaySFTPServer, PodFileSystem
+from .sftp_local import SHELL, GatewaySFTPServer, PodFileSystem, Tools
+from .sftp_local import probe as sftp_probe
 from .target import TargetError, parse_target
 
 if TYPE_CHECKING:
@@ -88,18 +89,6 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
     # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
     return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", *env_args, command)
-
-
-SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
-                "/usr/libexec/sftp-server", "/usr/lib/sftp-server", "/usr/sbin/sftp-server")
-
-
-def find_sftp_server(runner: PodRunner) -> str | None:
-    """The container's own sftp-server, if it has one: exec'ing it is the fast path."""
-    probe = 'for p in "$@"; do if [ -x "$p" ]; then echo "$p"; exit 0; fi; done; exit 1'
-    result = runner.run(["/bin/sh", "-c", probe, "sh", *SFTP_SERVERS])
-    path = result.stdout.decode(errors="replace").strip()
-    return path if result.ok and path in SFTP_SERVERS else None
 
 
 def missing_tool_hint(command: str | None) -> str | None:
@@ -204,14 +193,18 @@ class Session(Bridge):
         if self._ended_by:
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
         if self.kind == "sftp":
+            # The container's sftp-server is a program the user could have uploaded: only a
+            # grant that may run commands anyway gets it (fast path). Any other is served by the
+            # gateway, with tools by absolute path (see sftp_local).
+            may_exec = self.grant is not None and self.grant.allow.exec
             try:
-                server = find_sftp_server(self._runner(req))
+                tools = sftp_probe(self._runner(req), want_server=may_exec)
             except ExecError as exc:
                 self._gw.api_error(exc.reason)
                 return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-            if server is None:  # nothing to exec: the gateway speaks SFTP itself
-                return self._serve_sftp_here(req)
-            req = replace(req, command=(server,))  # it ends by itself at stdin's EOF: no hangup
+            if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
+                return self._serve_sftp_here(req, tools)
+            req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
         setup = time.monotonic()
         try:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
@@ -293,9 +286,13 @@ class Session(Bridge):
     def _touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def _serve_sftp_here(self, req: ExecRequest) -> SessionEnd:
-        """SFTP for containers without sftp-server: paramiko's server over execs of standard tools."""
-        server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req))
+    def _serve_sftp_here(self, req: ExecRequest, tools: Tools) -> SessionEnd:
+        """SFTP served by the gateway: paramiko's server over execs of the probed tools."""
+        if not tools.shell_trusted:
+            return SessionEnd(1, "refused", f"sftp: the container's {SHELL} could have been written by its user; "
+                              "the gateway runs nothing there for an sftp-only grant")
+        server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
+                                   tools=tools)
         self._stream = _ChannelCloser(self.channel)
         self.opened = True
         if self._ended_by:
