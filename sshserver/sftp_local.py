@@ -121,17 +121,33 @@ def _error_code(result: Result) -> int:
     return SFTP_FAILURE
 
 
+_U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _number(text: str, base: int = 10) -> int | None:
+    """A plain non-negative or negative number as stat prints it; None for anything else
+    (no `_`, no `+`, no spaces: int() would accept those)."""
+    digits = text[1:] if text.startswith("-") else text
+    ok = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not digits or len(digits) > 24 or any(c not in ok for c in digits):
+        return None
+    return int(text, base)
+
+
 def parse_stat_line(line: str) -> paramiko.SFTPAttributes | None:
+    """One line of `stat -c STAT_FORMAT`; None unless every field fits SFTP v3 (times are
+    unsigned 32-bit there: earlier or later ones are clamped, as OpenSSH's sftp-server does)."""
     parts = line.split(" ", 6)
     if len(parts) != 7:
         return None
-    try:
-        mode, size, uid, gid, atime, mtime = int(parts[0], 16), *(int(p) for p in parts[1:6])
-    except ValueError:
+    mode, size, uid, gid, atime, mtime = _number(parts[0], 16), *(_number(p) for p in parts[1:6])
+    if mode is None or size is None or uid is None or gid is None or atime is None or mtime is None:
+        return None
+    if not (0 <= mode <= _U32 and 0 <= size <= _U64 and 0 <= uid <= _U32 and 0 <= gid <= _U32):
         return None
     attr = paramiko.SFTPAttributes()
     attr.st_mode, attr.st_size, attr.st_uid, attr.st_gid = mode, size, uid, gid
-    attr.st_atime, attr.st_mtime = atime, mtime
+    attr.st_atime, attr.st_mtime = min(max(atime, 0), _U32), min(max(mtime, 0), _U32)
     attr.filename = posixpath.basename(parts[6]) or parts[6]
     return attr
 
