@@ -30,6 +30,7 @@ from .recording import Recording
 from .sftp_local import SHELL, GatewaySFTPServer, PodFileSystem, Tools
 from .sftp_local import probe as sftp_probe
 from .target import TargetError, parse_target
+from .trusted import TRUSTED_FUNCTIONS, first_trusted
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -38,6 +39,7 @@ log = logging.getLogger("podssh.session")
 
 HANGUP_TIMEOUT = 5.0
 
+STTY = ("/bin/stty", "/usr/bin/stty")
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
 
 
@@ -77,7 +79,10 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     marked = {**env, hangup.ENV: token} if token else env
     prelude, env_args = _exports(marked, 1)
     if size is not None:
-        prelude += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
+        # stty by a checked path (a shellCommand grant may allow no command of the user's), in a
+        # subshell so that the check's variables never touch the session's environment.
+        prelude += ("(" + TRUSTED_FUNCTIONS + first_trusted("stty", STTY) +
+                    f'[ -n "$stty" ] && "$stty" cols {int(size[0])} rows {int(size[1])} 2>/dev/null); ')
     if kind == "shell" and grant.shell_command:
         return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *env_args, *grant.shell_command)
     if kind == "shell":

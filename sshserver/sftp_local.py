@@ -8,9 +8,9 @@ number of entries; a download or upload is one streaming exec, plus one to check
 What an sftp-only grant must not reach is command execution, and the user can write files:
 so tools are never looked up through PATH (a directory the user can write may come first).
 One probe exec at the start of the session (`probe`) picks each tool by absolute path in
-the system directories, and only a file the exec's user cannot have put there: for a
-non-root user, neither the file nor any directory above it is writable; for root (who can
-write everything anyway), file and directories are owned by root. Paths from the client are
+the system directories, and only a file the exec's user cannot have put there (trusted.py):
+for a non-root user, neither the file nor any directory above it is writable; for root (who
+can write everything anyway), file and directories are owned by root. Paths from the client are
 made absolute before they reach a tool, so none can be taken for an option.
 """
 
@@ -29,6 +29,7 @@ import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
 from .podexec import PodRunner, Result, StreamReader, StreamWriter
+from .trusted import TRUSTED_FUNCTIONS
 
 STAT_FORMAT = "%f %s %u %g %X %Y %n"  # raw mode (hex), size, uid, gid, atime, mtime, name
 
@@ -39,19 +40,9 @@ TOOLS = ("stat", "find", "cat", "tail", "dd", "mkdir", "mv", "rm", "rmdir", "rea
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
                 "/usr/libexec/sftp-server", "/usr/lib/sftp-server", "/usr/sbin/sftp-server")
 
-# Prints each argument that is an executable regular file the exec's user cannot have written:
-# see the module's docstring. Shell builtins only (test, read): no tool is trusted before.
-PROBE = r"""
-uid=
-while read -r k r e _; do if [ "$k" = Uid: ]; then uid=$e; break; fi; done < /proc/self/status 2>/dev/null
-safe() { if [ "$uid" = 0 ]; then [ -O "$1" ]; else [ -n "$uid" ] && [ ! -w "$1" ]; fi; }
-trusted() {
-  [ -f "$1" ] && [ -x "$1" ] && safe "$1" || return 1
-  d=${1%/*}
-  while [ -n "$d" ]; do safe "$d" || return 1; d=${d%/*}; done
-  safe /
-}
-for p in "$@"; do if trusted "$p"; then printf '%s\n' "$p"; fi; done
+# Prints each argument that is an executable regular file the exec's user cannot have written
+# (see trusted.py). Shell builtins only: no tool is trusted before.
+PROBE = TRUSTED_FUNCTIONS + """for p in "$@"; do if trusted "$p"; then printf '%s\\n' "$p"; fi; done
 """
 
 MAX_READ = 256 * 1024  # per READ request, as OpenSSH's sftp-server: fewer bytes are returned
