@@ -5,6 +5,7 @@ namespace."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 
 from tests.support.cluster import BUSYBOX, DEBIAN, Cluster
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
+from tests.support.ptyclient import PtyClient
+from tests.support.waiting import wait_for
 
 NS = "podssh-e2e-secsess"
 MENU = ["/bin/sh", "-c", 'printf "[%s]\\n" "$LC_FOO"']
@@ -177,3 +180,71 @@ def test_audit_records_stay_whole_with_unicode_line_ends_in_the_target(gw: Gatew
     raw = gw.log_path.read_bytes()
     assert "\u2028".encode() not in raw and "\u0085".encode() not in raw
     assert any(e.get("target") == target for e in gw.events("auth_failure"))
+
+
+# --- what the fixes must not break: the same paths, under this file's own grants and pods --------
+
+@pytest.mark.parametrize(("user", "pod"), [("filer", "bb"), ("filer", "deb"), ("both", "deb")])
+def test_sftp_round_trip_keeps_content_times_and_modes(gw: Gateway, users: dict[str, SSHKey], tmp_path: Path,
+                                                       user: str, pod: str) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 * 1024 * 1024 + 123))
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("alpha\n")
+    (tree / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    os.chmod(tree / "a.txt", 0o640)
+    os.utime(tree / "a.txt", (1_600_000_000, 1_600_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    remote = f"/tmp/rt-{user}"
+    proc = sftp(gw, users[user], f"{NS}/{pod}", f"""
+-rm {remote}/big2.bin
+-rmdir {remote}
+mkdir {remote}
+cd {remote}
+put {big} big.bin
+put -rp {tree} tree
+rename big.bin big2.bin
+get big2.bin {out}/big.bin
+get -rp tree {out}/tree
+mkdir gone
+rmdir gone
+rm big2.bin
+ls -l
+""", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+    assert (out / "tree" / "sub" / "b.bin").read_bytes() == (tree / "sub" / "b.bin").read_bytes()
+    assert (out / "tree" / "a.txt").stat().st_mtime == 1_600_000_000
+    assert (out / "tree" / "a.txt").stat().st_mode & 0o777 == 0o640
+    scp = subprocess.run(["scp", *gw.client_options(users[user]), "-o", f"User={NS}/{pod}", str(big),
+                          f"127.0.0.1:{remote}/scp.bin"], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert scp.returncode == 0, scp.stderr
+
+
+def test_a_terminal_still_gets_its_size_before_the_command(gw: Gateway, users: dict[str, SSHKey]) -> None:
+    for pod in ("bb", "deb"):
+        client = PtyClient([*gw.ssh_argv(f"{NS}/{pod}", users["both"], tty=True), "stty size"], rows=33, cols=111)
+        try:
+            client.expect(b"33 111")
+            assert client.wait() == 0
+        finally:
+            client.kill()
+
+
+def test_the_hangup_still_finds_the_sessions_processes(pods: Cluster, users: dict[str, SSHKey],
+                                                       tmp_path: Path) -> None:
+    grants = [grant("sess-both", NS, [users["both"]], {"app": "sess"}, allow={"exec": True})]
+    hanging = Gateway(tmp_path / "gw", pods.kubeconfig, grants, extra_args=["--hang-up"]).start()
+    try:
+        argv = [*hanging.ssh_argv(f"{NS}/bb", users["both"]), "echo started; sleep 3517"]
+        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        client.kill()
+        client.wait()
+        hangup = wait_for(lambda: hanging.events("session_hangup"), timeout=20)
+        assert hangup[0]["processes"] >= 1
+        wait_for(lambda: "sleep 3517" not in in_pod(pods, "bb", "ps", "-o", "args"), what="the sleep ended")
+    finally:
+        hanging.stop()
