@@ -54,14 +54,15 @@ class PodRunner:
         self._activity()  # a session working through many short commands is not idle
         return ExecStream.open(self._kube, replace(self._base, command=tuple(argv), stdin=stdin), self._timeout)
 
-    def run(self, argv: Sequence[str], stdin: bytes | None = None) -> Result:
+    def run(self, argv: Sequence[str], stdin: bytes | None = None, limit: int = OUTPUT_LIMIT) -> Result:
+        """Runs argv to its end; keeps at most `limit` bytes of each output."""
         stream = self._open(argv, stdin is not None)
         try:
             if stdin is not None:
                 if stdin:
                     stream.send_stdin(stdin)
                 stream.close_stdin()
-            return collect(stream, OUTPUT_LIMIT)
+            return collect(stream, limit)
         finally:
             stream.close()
 

@@ -47,6 +47,8 @@ PROBE = TRUSTED_FUNCTIONS + """for p in "$@"; do if trusted "$p"; then printf '%
 
 MAX_READ = 256 * 1024  # per READ request, as OpenSSH's sftp-server: fewer bytes are returned
 MAX_HANDLES = 64  # open files and directories per session
+MAX_FOLDERS = 8  # of which directories: each holds its whole listing until closed
+MAX_LISTING = 8 * 1024 * 1024  # bytes of `stat` output per directory listing
 MAX_PENDING = 16 * 1024 * 1024  # out-of-order write data held per session, all handles together
 MAX_PACKET = 256 * 1024 + 1024  # an SFTP message (OpenSSH's SFTP_MAX_MSG_LENGTH, plus headers)
 
@@ -373,11 +375,14 @@ class PodFileSystem(paramiko.SFTPServerInterface):
                     "-exec", self._tools["stat"], "-c", STAT_FORMAT, "{}", "+"]
         except ToolError:
             return SFTP_OP_UNSUPPORTED
-        result = self._runner.run(argv)
+        result = self._runner.run(argv, limit=MAX_LISTING)
         if not result.ok and not result.stdout:
             return _error_code(result)
+        out = result.stdout
+        if len(out) >= MAX_LISTING:  # cut at the limit: the last line may be a piece of one
+            out = out[:out.rfind(b"\n") + 1]
         entries = []
-        for line in result.stdout.decode(errors="surrogateescape").splitlines():
+        for line in out.decode(errors="surrogateescape").splitlines():
             attr = parse_stat_line(line)
             if attr is not None:
                 entries.append(attr)
@@ -485,11 +490,17 @@ class GatewaySFTPServer(paramiko.SFTPServer):
         return (data[0], data[1:]) if size else (0, b"")
 
     def _send_handle_response(self, request_number: int, handle: Any, folder: bool = False) -> None:
-        if isinstance(handle, paramiko.SFTPHandle) and len(self.file_table) + len(self.folder_table) >= MAX_HANDLES:
-            handle.close()
-            self._send_status(request_number, SFTP_FAILURE,
-                              f"too many open files and directories (at most {MAX_HANDLES} per session)")
-            return
+        if isinstance(handle, paramiko.SFTPHandle):
+            if len(self.file_table) + len(self.folder_table) >= MAX_HANDLES:
+                handle.close()
+                self._send_status(request_number, SFTP_FAILURE,
+                                  f"too many open files and directories (at most {MAX_HANDLES} per session)")
+                return
+            if folder and len(self.folder_table) >= MAX_FOLDERS:
+                handle.close()
+                self._send_status(request_number, SFTP_FAILURE,
+                                  f"too many open directories (at most {MAX_FOLDERS} per session)")
+                return
         super()._send_handle_response(request_number, handle, folder)
 
     def finish_subsystem(self) -> None:

@@ -36,7 +36,7 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.argvs: list[list[str]] = []
 
-    def run(self, argv: list[str], stdin: bytes | None = None) -> Result:
+    def run(self, argv: list[str], stdin: bytes | None = None, limit: int = 0) -> Result:
         self.argvs.append(list(argv))
         out = b"/home/u\n" if argv[:2] == [SHELL, "-c"] and "pwd" in argv[2] else b""
         return Result(ExitStatus(0), out, b"")

@@ -58,10 +58,10 @@ class LocalRunner:
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                 env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"})
 
-    def run(self, argv: Sequence[str], stdin: bytes | None = None) -> Result:
+    def run(self, argv: Sequence[str], stdin: bytes | None = None, limit: int = 1 << 30) -> Result:
         proc = self._popen(argv, True)
         out, err = proc.communicate(stdin or b"", timeout=30)
-        return Result(ExitStatus(proc.returncode), out, err)
+        return Result(ExitStatus(proc.returncode), out[:limit], err[:limit])
 
     def reader(self, argv: Sequence[str]) -> LocalReader:
         return LocalReader(self._popen(argv, False))

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_WRITE, SFTP_OK, SFTP_OP_UNSUPPORTED
+from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_OPENDIR, CMD_READ, CMD_WRITE, SFTP_OK, SFTP_OP_UNSUPPORTED
 
 from sshserver.exitstatus import ExitStatus
 from sshserver.podexec import Result
 from sshserver.sftp_local import (
+    MAX_FOLDERS,
     MAX_HANDLES,
     MAX_READ,
     PROBE,
@@ -190,6 +191,11 @@ def test_a_read_returns_at_most_256_kib_whatever_the_client_asks(pair: Pair) -> 
 
 def test_open_handles_per_session_are_capped(pair: Pair) -> None:
     (pair.home / "f").write_text("x")
+    folders = [pair.sftp._request(CMD_OPENDIR, ".")[1].get_binary() for _ in range(MAX_FOLDERS)]
+    with pytest.raises(IOError, match="too many open directories"):
+        pair.sftp.listdir(".")
+    for handle in folders:
+        pair.sftp._request(CMD_CLOSE, handle)
     handles = [pair.sftp.open("f") for _ in range(MAX_HANDLES)]
     with pytest.raises(IOError, match="too many open files"):
         pair.sftp.open("f")
