@@ -208,7 +208,7 @@ class Session(Bridge):
                 self._gw.api_error(exc.reason)
                 return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
             if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
-                return self._serve_sftp_here(req, tools)
+                return self._serve_sftp_here(req, tools, may_exec)
             req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
         setup = time.monotonic()
         try:
@@ -291,9 +291,9 @@ class Session(Bridge):
     def _touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def _serve_sftp_here(self, req: ExecRequest, tools: Tools) -> SessionEnd:
+    def _serve_sftp_here(self, req: ExecRequest, tools: Tools, may_exec: bool) -> SessionEnd:
         """SFTP served by the gateway: paramiko's server over execs of the probed tools."""
-        if not tools.shell_trusted:
+        if not tools.shell_trusted and not may_exec:
             return SessionEnd(1, "refused", f"sftp: the container's {SHELL} could have been written by its user; "
                               "the gateway runs nothing there for an sftp-only grant")
         server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
