@@ -42,6 +42,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: nonroot, namespace: {NS}, labels: {{app: sess}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsUser: 65534, runAsGroup: 65534}}
+  containers: [{{name: main, image: {BUSYBOX}, imagePullPolicy: Never}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: hidden, namespace: {NS}, labels: {{app: hidden}}}}
 spec:
   terminationGracePeriodSeconds: 1
@@ -57,7 +65,7 @@ def pods(cluster: Cluster) -> Iterator[Cluster]:
         assert time.monotonic() < deadline, f"namespace {NS} still terminating"
         time.sleep(1)
     cluster.apply(MANIFEST)
-    cluster.wait_ready(NS, "app=sess", count=2)
+    cluster.wait_ready(NS, "app=sess", count=3)
     cluster.wait_ready(NS, "app=hidden")
     yield cluster
     cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
@@ -184,7 +192,7 @@ def test_audit_records_stay_whole_with_unicode_line_ends_in_the_target(gw: Gatew
 
 # --- what the fixes must not break: the same paths, under this file's own grants and pods --------
 
-@pytest.mark.parametrize(("user", "pod"), [("filer", "bb"), ("filer", "deb"), ("both", "deb")])
+@pytest.mark.parametrize(("user", "pod"), [("filer", "bb"), ("filer", "deb"), ("both", "deb"), ("filer", "nonroot")])
 def test_sftp_round_trip_keeps_content_times_and_modes(gw: Gateway, users: dict[str, SSHKey], tmp_path: Path,
                                                        user: str, pod: str) -> None:
     big = tmp_path / "big.bin"
