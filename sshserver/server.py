@@ -22,6 +22,7 @@ from paramiko import (
 from .access import Identity
 from .certificates import CertificateError, is_certificate, parse_user_certificate
 from .connection import Connection, PtyRequest
+from .envnames import valid_env_name
 from .forward import LOCAL_NAMES
 from .keys import fingerprint
 from .logevents import event
@@ -156,7 +157,8 @@ class GatewayServer(paramiko.ServerInterface):
 
     def check_channel_env_request(self, channel: paramiko.Channel, name: bytes, value: bytes) -> bool:
         key, val = _text(name), _text(value)
-        if len(val) > MAX_ENV_VALUE or "\0" in key or "\0" in val:
+        if len(val) > MAX_ENV_VALUE or "\0" in val or not valid_env_name(key):
+            # Not an identifier (`LC_X;id>P`): refused here, and build_command never pastes it.
             return False
         if not any(g.env_allowed(key) for g in self._conn.grants):
             return False
