@@ -168,16 +168,16 @@ def _blob(key: object) -> bytes:
 
 
 def _source_addresses(value: bytes | None) -> tuple[Network, ...] | None:
-    """sshd's source-address: a comma-separated list of addresses or CIDR networks; host bits
-    below the mask are ignored, as sshd's addr_netmatch does. A malformed list refuses the
-    certificate (sshd: "invalid source-address")."""
+    """sshd's source-address: a comma-separated list of addresses or CIDR networks. A malformed
+    list, or a network with host bits set (which ssh-keygen and sshd also refuse), refuses the
+    certificate."""
     if value is None:
         return None
     try:
         entries = [e.strip() for e in value.decode("ascii").split(",")]
         if not entries or len(entries) > MAX_SOURCE_ADDRESSES or not all(entries):
             raise ValueError
-        return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+        return tuple(ipaddress.ip_network(e, strict=True) for e in entries)
     except ValueError:
         raise CertificateError(f"malformed source-address {value[:80]!r}") from None
 

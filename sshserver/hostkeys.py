@@ -121,8 +121,8 @@ def from_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PK
                 event(log, "host_key_generated", secret=where)
             except ApiException as exc:
                 if exc.status == 403:
-                    raise HostKeyError(f"secret {where} does not exist and may not be created here: "
-                                       "apply manifests/hostkeys/ once (kubectl apply -k manifests/hostkeys/)") from None
+                    raise HostKeyError(f"secret {where} does not exist and may not be created here: apply "
+                                       "it once with kubectl apply -k manifests/hostkeys/") from None
                 if exc.status != 409:  # 409: another replica created it first; read theirs
                     raise HostKeyError(f"cannot create secret {where}: {exc.reason}") from None
             continue

@@ -77,7 +77,7 @@ class RevocationList:
 
     def revokes_key(self, blob: bytes) -> bool:
         return (blob in self.keys or hashlib.sha256(blob).digest() in self.sha256
-                or hashlib.sha1(blob).digest() in self.sha1)  # noqa: S324 - a KRL names keys by SHA1
+                or hashlib.sha1(blob).digest() in self.sha1)  # a KRL may name keys by SHA1
 
     def revokes_certificate(self, cert: UserCertificate) -> bool:
         if self.revokes_key(cert.key_blob) or self.revokes_key(cert.ca_blob):
