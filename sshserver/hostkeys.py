@@ -91,7 +91,7 @@ def read_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PK
 def from_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PKey]:
     """Reads the Secret and fills in the keys it lacks; creates it only when it is missing.
 
-    The manifests ship the Secret empty and outside the kustomize base (manifests/hostkeys/),
+    The manifests ship the Secret empty and outside the kustomize base (manifests/keep/),
     so the gateway needs only get and update on that one name, never `create` on Secrets, and
     `kubectl delete -k manifests/` leaves the keys alone. Replicas that start together race
     with optimistic concurrency: the update carries the resourceVersion read, so the loser
@@ -122,7 +122,7 @@ def from_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PK
             except ApiException as exc:
                 if exc.status == 403:
                     raise HostKeyError(f"secret {where} does not exist and may not be created here: apply "
-                                       "it once with kubectl apply -k manifests/hostkeys/") from None
+                                       "it once with kubectl apply -k manifests/keep/") from None
                 if exc.status != 409:  # 409: another replica created it first; read theirs
                     raise HostKeyError(f"cannot create secret {where}: {exc.reason}") from None
             continue
