@@ -256,6 +256,8 @@ class Session(Bridge):
             limit = allowed[0].limits.max_sessions
             raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
         env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
+        if self.forced is not None and self.requested_command is not None:
+            env["SSH_ORIGINAL_COMMAND"] = self.requested_command  # as sshd, for the forced command
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
