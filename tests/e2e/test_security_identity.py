@@ -38,7 +38,8 @@ def user_key(d: Path, name: str, *options: str, ca: str = "ca", serial: int = 1,
     return SSHKey(name, path)
 
 
-def ca_grant(d: Path, ca: str = "ca", **spec: object) -> dict:
+def ca_grant(d: Path, ca: str = "ca", ca_kind: str = "ed25519", **spec: object) -> dict:
+    keygen_key(d, ca, ca_kind, 2048 if ca_kind == "rsa" else None)
     g = grant("certuser", NS, [], {"app": "web"}, **spec)
     del g["spec"]["publicKeys"]
     g["spec"]["certificateAuthorities"] = [Path(f"{d / ca}.pub").read_text().strip()]
@@ -124,7 +125,7 @@ def test_certificate_without_permit_port_forwarding_gets_no_tunnel(workloads: Cl
 
 
 def test_sha1_ca_signature_is_refused(workloads: Cluster, make_gateway, d: Path) -> None:
-    gw = make_gateway(grants=[ca_grant(d, ca="rsa-ca")])
+    gw = make_gateway(grants=[ca_grant(d, ca="rsa-ca", ca_kind="rsa")])
     good = gw.ssh(f"{NS}/deploy/web", "echo ok", user_key(d, "sha2", ca="rsa-ca", ca_kind="rsa",
                                                          algorithm="rsa-sha2-512"))
     assert good.stdout == b"ok\n", good.stderr
