@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     kh.add_argument("--context")
     kh.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME",
                     help="the Secret holding the host keys (default: podssh-system/podssh-hostkeys)")
+    kh.add_argument("--ca", action="store_true",
+                    help="print the @cert-authority line of the host CA (see host-cert) instead of the keys")
+    hc = sub.add_parser("host-cert", help="sign the gateway's host keys with a host CA; stored in the Secret")
+    hc.add_argument("--ca-key", required=True, type=Path, help="the host CA's private key (OpenSSH format)")
+    hc.add_argument("--principals", required=True, help="the host names clients use, NAME[,NAME]")
+    hc.add_argument("--validity", default="8760h", help="how long the certificates are valid (default: 8760h)")
+    hc.add_argument("--kubeconfig")
+    hc.add_argument("--context")
+    hc.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME")
     op = sub.add_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
     op.add_argument("--kubeconfig")
     op.add_argument("--context")
@@ -227,14 +236,50 @@ def serve(args: argparse.Namespace) -> int:
 def known_hosts(args: argparse.Namespace) -> int:
     """Prints the gateway's host keys as known_hosts lines: pinned before the first login."""
     from sshserver import hostkeys
+    from sshserver.hostcerts import HostCertError, cert_authority_line
 
     kube = _load_kube(args)
     try:
-        keys = hostkeys.read_secret(kube.core, *args.secret)
-        lines = hostkeys.known_hosts_lines(keys, host=args.host, port=args.port, alias=args.alias)
-    except hostkeys.HostKeyError as exc:
+        if args.ca:
+            ca = hostkeys.read_ca(kube.core, *args.secret)
+            lines = [cert_authority_line(ca, host=args.host, port=args.port, alias=args.alias)]
+        else:
+            keys = hostkeys.read_secret(kube.core, *args.secret)
+            lines = hostkeys.known_hosts_lines(keys, host=args.host, port=args.port, alias=args.alias)
+    except (hostkeys.HostKeyError, HostCertError) as exc:
         return _fail(str(exc))
     print("\n".join(lines))
+    return 0
+
+
+def host_cert(args: argparse.Namespace) -> int:
+    """Signs the host keys in the Secret with the operator's CA key; gateways present the
+    certificates after their next start (kubectl -n podssh-system rollout restart deploy/podssh)."""
+    from sshserver import hostkeys
+    from sshserver.durations import parse_duration
+    from sshserver.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, sign_host_key
+
+    try:
+        validity = parse_duration(args.validity)
+        ca_private = args.ca_key.expanduser().read_bytes()
+    except ValueError as exc:
+        return _fail(f"--validity: {exc}")
+    except OSError as exc:
+        return _fail(f"cannot read {args.ca_key}: {exc.strerror}")
+    principals = [p.strip() for p in args.principals.split(",") if p.strip()]
+    kube = _load_kube(args)
+    try:
+        keys = hostkeys.read_secret(kube.core, *args.secret)
+        entries: dict[str, bytes] = {}
+        for name, key in zip(hostkeys.KEY_NAMES, keys, strict=True):
+            cert, ca_line = sign_host_key(ca_private, f"{key.get_name()} {key.get_base64()}".encode(), principals,
+                                          validity)
+            entries[cert_entry(name)] = cert + b"\n"
+            entries[CA_PUBLIC_KEY] = ca_line + b"\n"
+        hostkeys.store_certificates(kube.core, *args.secret, entries)
+    except (hostkeys.HostKeyError, HostCertError) as exc:
+        return _fail(str(exc))
+    print(f"signed {len(keys)} host keys for {', '.join(principals)}; restart the gateways to present them")
     return 0
 
 
@@ -264,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(args)
     if args.command == "known-hosts":
         return known_hosts(args)
+    if args.command == "host-cert":
+        return host_cert(args)
     from .manifests import grant_manifest, read_keys, ssh_config
 
     try:

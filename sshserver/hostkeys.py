@@ -17,6 +17,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from .hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, load_host_certificate
 from .logevents import event
 
 log = logging.getLogger("podssh.hostkeys")
@@ -50,6 +51,19 @@ def _load(name: str, pem: bytes) -> paramiko.PKey:
         raise HostKeyError(f"host key {name} cannot be loaded: {exc}") from None
 
 
+def with_certificates(keys: list[paramiko.PKey], entries: dict[str, bytes]) -> list[paramiko.PKey]:
+    """The host keys, plus each one's host certificate when `podssh host-cert` stored one."""
+    certs = []
+    for name, key in zip(KEY_NAMES, keys, strict=True):
+        line = entries.get(cert_entry(name))
+        if line is not None:
+            try:
+                certs.append(load_host_certificate(key, line))
+            except HostCertError as exc:
+                raise HostKeyError(str(exc)) from None
+    return keys + certs
+
+
 def from_directory(directory: Path) -> list[paramiko.PKey]:
     directory.mkdir(parents=True, exist_ok=True)
     keys = []
@@ -63,7 +77,9 @@ def from_directory(directory: Path) -> list[paramiko.PKey]:
             os.replace(path.with_suffix(".tmp"), path)
             event(log, "host_key_generated", path=str(path))
         keys.append(_load(name, path.read_bytes()))
-    return keys
+    entries = {cert_entry(n): (directory / cert_entry(n)).read_bytes() for n in KEY_NAMES
+               if (directory / cert_entry(n)).exists()}
+    return with_certificates(keys, entries)
 
 
 def _decode(secret: object) -> dict[str, bytes]:
@@ -75,17 +91,40 @@ def _decode(secret: object) -> dict[str, bytes]:
 
 def read_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PKey]:
     """The host keys in the Secret, never creating or changing it (`podssh known-hosts`)."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        secret = core_api.read_namespaced_secret(name, namespace)  # type: ignore[attr-defined]
-    except ApiException as exc:
-        raise HostKeyError(f"cannot read secret {namespace}/{name}: {exc.reason}") from None
-    data = _decode(secret)
+    data = _decode(_read(core_api, namespace, name))
     missing = [n for n in KEY_NAMES if n not in data]
     if missing:
         raise HostKeyError(f"secret {namespace}/{name} lacks {', '.join(missing)} (no gateway has started yet?)")
     return [_load(n, data[n]) for n in KEY_NAMES]
+
+
+def _read(core_api: object, namespace: str, name: str) -> object:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return core_api.read_namespaced_secret(name, namespace)  # type: ignore[attr-defined]
+    except ApiException as exc:
+        raise HostKeyError(f"cannot read secret {namespace}/{name}: {exc.reason}") from None
+
+
+def read_ca(core_api: object, namespace: str, name: str) -> str:
+    """The host CA's public key line that `podssh host-cert` stored in the Secret."""
+    line = _decode(_read(core_api, namespace, name)).get(CA_PUBLIC_KEY)
+    if not line:
+        raise HostKeyError(f"secret {namespace}/{name} has no host CA: sign the host keys with podssh host-cert first")
+    return line.decode(errors="replace").strip()
+
+
+def store_certificates(core_api: object, namespace: str, name: str, entries: dict[str, bytes]) -> None:
+    """Adds host certificates and the CA's public key to the Secret (resourceVersion-checked)."""
+    from kubernetes.client.exceptions import ApiException
+
+    secret = _read(core_api, namespace, name)
+    secret.data = dict(secret.data or {}) | {k: base64.b64encode(v).decode() for k, v in entries.items()}
+    try:
+        core_api.replace_namespaced_secret(name, namespace, secret)  # type: ignore[attr-defined]
+    except ApiException as exc:
+        raise HostKeyError(f"cannot update secret {namespace}/{name}: {exc.reason}") from None
 
 
 def from_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PKey]:
@@ -129,7 +168,7 @@ def from_secret(core_api: object, namespace: str, name: str) -> list[paramiko.PK
         data = _decode(secret)
         missing = [n for n in KEY_NAMES if n not in data]
         if not missing:
-            return [_load(n, data[n]) for n in KEY_NAMES]
+            return with_certificates([_load(n, data[n]) for n in KEY_NAMES], data)
         secret.data = dict(secret.data or {}) | {n: base64.b64encode(_generate(n)).decode() for n in missing}
         try:
             api.replace_namespaced_secret(name, namespace, secret)  # type: ignore[attr-defined]
@@ -149,4 +188,5 @@ def known_hosts_lines(keys: list[paramiko.PKey], *, host: str, port: int = 22, a
     for n in names:
         if not n or any(c.isspace() or c in ",#" for c in n):
             raise HostKeyError(f"{n!r} cannot be written in a known_hosts line")
-    return [f"{','.join(names)} {key.get_name()} {key.get_base64()}" for key in keys]
+    plain = [k for k in keys if not k.get_name().endswith("-cert-v01@openssh.com")]
+    return [f"{','.join(names)} {key.get_name()} {key.get_base64()}" for key in plain]
