@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from sshoperator.cli import main
 from sshoperator.manifests import ssh_config
 
-from sshserver import hostkeys
+from sshserver import hostcerts, hostkeys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,3 +171,76 @@ def test_manifests_keep_the_secret_out_of_the_base_and_never_create_secrets() ->
                              "verbs": ["get", "update"]}]
     pods = next(r for r in rules if r["resources"] == ["pods"])
     assert pods["verbs"] == ["get", "list"]  # nothing watches pods
+
+
+# --- host certificates -------------------------------------------------------------------------
+
+
+def _ca(tmp_path: Path, kind: str = "ed25519") -> bytes:
+    path = tmp_path / f"hostca-{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    return path.read_bytes()
+
+
+def test_host_keys_signed_by_the_ca_are_presented_as_certificates(tmp_path: Path) -> None:
+    api = FakeSecrets(empty_secret())
+    keys = hostkeys.from_secret(api, "ns", "n")
+    ca = _ca(tmp_path)
+    entries = {}
+    for name, key in zip(hostkeys.KEY_NAMES, keys, strict=True):
+        cert, ca_line = hostcerts.sign_host_key(ca, f"{key.get_name()} {key.get_base64()}".encode(),
+                                                ["gw.example.com", "10.0.0.1"], 3600)
+        entries[hostcerts.cert_entry(name)], entries[hostcerts.CA_PUBLIC_KEY] = cert, ca_line
+    hostkeys.store_certificates(api, "ns", "n", entries)
+    loaded = hostkeys.from_secret(api, "ns", "n")
+    names = [k.get_name() for k in loaded]
+    assert names == ["ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-ed25519-cert-v01@openssh.com",
+                     "ecdsa-sha2-nistp256-cert-v01@openssh.com"]
+    # What ssh-keygen makes of the certificate the kex will send.
+    cert_key = loaded[2]
+    (tmp_path / "c-cert.pub").write_text(f"{cert_key.get_name()} {base64.b64encode(cert_key.asbytes()).decode()}\n")
+    listed = subprocess.run(["ssh-keygen", "-L", "-f", str(tmp_path / "c-cert.pub")], capture_output=True, text=True)
+    assert "host certificate" in listed.stdout and "gw.example.com" in listed.stdout
+    # The signature is the host key's own (PROTOCOL.certkeys).
+    sig = cert_key.sign_ssh_data(b"exchange hash")
+    public = paramiko.Ed25519Key(data=loaded[0].asbytes())
+    assert public.verify_ssh_sig(b"exchange hash", paramiko.Message(sig.asbytes()))
+    # known-hosts: plain lines never include the certificates; --ca prints the CA line.
+    assert len(hostkeys.known_hosts_lines(loaded, host="gw.example.com")) == 2
+    ca_line = hostkeys.read_ca(api, "ns", "n")
+    assert hostcerts.cert_authority_line(ca_line, host="gw.example.com", port=2222, alias="gw") == \
+        f"@cert-authority gw,[gw.example.com]:2222 {' '.join(ca_line.split()[:2])}"
+
+
+def test_a_certificate_of_another_key_or_a_user_certificate_is_refused(tmp_path: Path) -> None:
+    api = FakeSecrets(empty_secret())
+    keys = hostkeys.from_secret(api, "ns", "n")
+    ca = _ca(tmp_path)
+    other = FakeSecrets(empty_secret())
+    other_key = hostkeys.from_secret(other, "ns", "n")[0]
+    cert, _ = hostcerts.sign_host_key(ca, f"ssh-ed25519 {other_key.get_base64()}".encode(), ["gw"], 3600)
+    with pytest.raises(hostkeys.HostKeyError, match="certifies another key"):
+        hostkeys.with_certificates(keys, {hostcerts.cert_entry(hostkeys.KEY_NAMES[0]): cert})
+    (tmp_path / "k.pub").write_text(f"ssh-ed25519 {keys[0].get_base64()}\n")
+    (tmp_path / "ca").write_bytes(ca)
+    (tmp_path / "ca").chmod(0o600)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(tmp_path / "ca"), "-I", "u", "-n", "gw", str(tmp_path / "k.pub")],
+                   check=True)
+    user_cert = (tmp_path / "k-cert.pub").read_bytes()
+    with pytest.raises(hostkeys.HostKeyError, match="not a host certificate"):
+        hostkeys.with_certificates(keys, {hostcerts.cert_entry(hostkeys.KEY_NAMES[0]): user_cert})
+    with pytest.raises(hostkeys.HostKeyError, match="cannot be read"):
+        hostkeys.with_certificates(keys, {hostcerts.cert_entry(hostkeys.KEY_NAMES[0]): b"garbage"})
+
+
+def test_signing_refuses_bad_input(tmp_path: Path) -> None:
+    line = b"ssh-ed25519 " + base64.b64encode(hostkeys.from_secret(FakeSecrets(empty_secret()), "n", "n")[0].asbytes())
+    ca = _ca(tmp_path)
+    with pytest.raises(hostcerts.HostCertError, match="principals"):
+        hostcerts.sign_host_key(ca, line, [], 3600)
+    with pytest.raises(hostcerts.HostCertError, match="validity"):
+        hostcerts.sign_host_key(ca, line, ["gw"], 0)
+    with pytest.raises(hostcerts.HostCertError, match="cannot be loaded"):
+        hostcerts.sign_host_key(b"not a key", line, ["gw"], 3600)
+    with pytest.raises(hostkeys.HostKeyError, match="no host CA"):
+        hostkeys.read_ca(FakeSecrets(empty_secret()), "ns", "n")
