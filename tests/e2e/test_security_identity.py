@@ -216,3 +216,44 @@ def test_host_keys_are_pinned_from_the_secret(workloads: Cluster, make_gateway, 
                            f"{NS}/deploy/web@127.0.0.1", "echo again"], capture_output=True, timeout=60)
     assert same.stdout == b"again\n", same.stderr
     assert base64.b64decode(data["ssh_host_ed25519_key"]).startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def test_host_certificates_signed_by_a_host_ca(workloads: Cluster, make_gateway, keys: dict, tmp_path: Path) -> None:
+    workloads.apply(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ID_NS}}}\n")
+    secret = f"{ID_NS}/podssh-hostkeys-ca"
+    workloads.kubectl("-n", ID_NS, "delete", "secret", "podssh-hostkeys-ca", "--ignore-not-found")
+    first = make_gateway("--host-key-secret", secret)  # creates the keys
+    ca = keygen_key(tmp_path, "host-ca")
+    kube = ["--kubeconfig", workloads.kubeconfig, "--secret", secret]
+    signed = subprocess.run([PODSSH, "host-cert", "--ca-key", str(ca), "--principals", "127.0.0.1", *kube],
+                            capture_output=True, text=True, timeout=60)
+    assert signed.returncode == 0 and "signed 2 host keys" in signed.stdout, signed.stderr
+    first.stop()
+    gw = make_gateway("--host-key-secret", secret)  # presents the certificates from its start
+    out = subprocess.run([PODSSH, "known-hosts", "--ca", "--host", "127.0.0.1", "--port", str(gw.port), *kube],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("@cert-authority podssh,[127.0.0.1]:"), out.stderr
+    assert out.stdout.split()[2:4] == Path(f"{ca}.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(out.stdout)
+    strict = ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-v"]
+    for algorithm in ("ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256-cert-v01@openssh.com"):
+        proc = gw.ssh(f"{NS}/deploy/web", "echo certified", keys["alice"], *strict,
+                      "-o", f"HostKeyAlgorithms={algorithm}")
+        assert (proc.returncode, proc.stdout) == (0, b"certified\n"), proc.stderr[-2000:]
+        assert b"Server host certificate: " + algorithm.encode() in proc.stderr
+    # Clients that pinned the plain keys still get in: they are offered too.
+    plain = subprocess.run([PODSSH, "known-hosts", "--host", "127.0.0.1", "--port", str(gw.port), *kube],
+                           capture_output=True, text=True, timeout=60).stdout
+    (tmp_path / "plain_known_hosts").write_text(plain)
+    proc = gw.ssh(f"{NS}/deploy/web", "echo plain", keys["alice"], "-o",
+                  f"UserKnownHostsFile={tmp_path / 'plain_known_hosts'}", "-o", "StrictHostKeyChecking=yes")
+    assert proc.stdout == b"plain\n", proc.stderr
+    # A gateway whose keys the CA did not sign is refused by the same known_hosts.
+    other = make_gateway()
+    proc = subprocess.run(["ssh", "-F", "/dev/null", "-o", f"UserKnownHostsFile={known}",
+                           "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                           "-o", f"HostKeyAlias=[127.0.0.1]:{gw.port}", "-p", str(other.port),
+                           "-i", str(keys["alice"].path), f"{NS}/deploy/web@127.0.0.1", "echo never"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 255 and b"Host key verification failed" in proc.stderr, proc.stderr
