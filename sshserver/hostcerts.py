@@ -46,10 +46,11 @@ def cert_entry(key_name: str) -> str:
 class HostCertificateKey(paramiko.PKey):
     """A host key as its certificate: the kex sends the certificate, the host key signs."""
 
-    def __init__(self, key: paramiko.PKey, cert_blob: bytes) -> None:
+    def __init__(self, key: paramiko.PKey, cert_blob: bytes, valid_before: int = 2**64 - 1) -> None:
         self._key = key
         self._cert = cert_blob
         self._name = key.get_name() + CERT_SUFFIX
+        self.valid_before = valid_before
 
     def get_name(self) -> str:
         return self._name
@@ -78,7 +79,7 @@ def load_host_certificate(key: paramiko.PKey, line: bytes) -> HostCertificateKey
     certified = cert.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).split()[1]
     if base64.b64decode(certified) != key.asbytes():
         raise HostCertError(f"the host certificate for {key.get_name()} certifies another key")
-    return HostCertificateKey(key, base64.b64decode(line.split()[1]))
+    return HostCertificateKey(key, base64.b64decode(line.split()[1]), cert.valid_before)
 
 
 def sign_host_key(ca_private: bytes, public_line: bytes, principals: list[str], validity: float,

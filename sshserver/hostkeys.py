@@ -10,6 +10,7 @@ import base64
 import io
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,9 +59,14 @@ def with_certificates(keys: list[paramiko.PKey], entries: dict[str, bytes]) -> l
         line = entries.get(cert_entry(name))
         if line is not None:
             try:
-                certs.append(load_host_certificate(key, line))
+                cert = load_host_certificate(key, line)
             except HostCertError as exc:
                 raise HostKeyError(str(exc)) from None
+            expired = cert.valid_before <= time.time()
+            # An expired certificate makes clients that trust only the CA refuse the gateway.
+            event(log, "host_certificate_loaded", logging.WARNING if expired else logging.INFO, key=name,
+                  valid_before=cert.valid_before, expired=expired)
+            certs.append(cert)
     return keys + certs
 
 
