@@ -221,6 +221,10 @@ class AccessSnapshot:
         found: tuple[Grant, ...] = self._by_ca.get(cert.ca_fingerprint, ())  # type: ignore[attr-defined]
         return tuple(g for g in found if g.active_at(now) and g.user in cert.principals)
 
+    def has_authority(self, ca_fingerprint: str) -> bool:
+        """Whether some grant trusts this CA: asked before a certificate's signature is verified."""
+        return ca_fingerprint in self._by_ca  # type: ignore[attr-defined]
+
     def grants_for(self, identity: Identity, now: datetime | None = None) -> tuple[Grant, ...]:
         if identity.certificate is not None:
             return self.grants_for_certificate(identity.certificate, now)

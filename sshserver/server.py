@@ -20,7 +20,7 @@ from paramiko import (
 )
 
 from .access import Identity
-from .certificates import CertificateError, is_certificate, parse_user_certificate
+from .certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
 from .connection import Connection, PtyRequest
 from .envnames import valid_env_name
 from .forward import LOCAL_NAMES
@@ -76,12 +76,18 @@ class GatewayServer(paramiko.ServerInterface):
         fp = fingerprint(blob)
         if is_certificate(blob):
             try:
-                identity = Identity(fp, parse_user_certificate(blob))
+                cert = parse_user_certificate(blob, self._gw.store.current.has_authority)
             except CertificateError as exc:
                 return self._fail(username, "publickey-cert", fp, str(exc))
-            method = "publickey-cert"
+            if not cert.allows_source(conn.peer):  # sshd's source-address critical option
+                return self._fail(username, "publickey-cert", fp, "certificate source-address excludes this address")
+            identity, method = Identity(fp, cert), "publickey-cert"
         else:
             identity, method = Identity(fp), "publickey"
+        revoked = self._gw.settings.revoked_keys
+        why = revoked.why_revoked(blob, identity.certificate) if revoked is not None else None
+        if why:
+            return self._fail(username, method, fp, why)
         grants = self._gw.store.current.grants_for(identity)
         if not grants:
             return self._fail(username, method, fp)
@@ -130,6 +136,11 @@ class GatewayServer(paramiko.ServerInterface):
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         host, port = (destination[0], destination[1]) if destination else ("", 0)
         host = _text(host).lower()
+        cert = self._certificate()
+        if cert is not None and not cert.permit_port_forwarding:
+            event(log, "forward_refused", conn=conn.id, host=host[:64], port=port,
+                  reason="certificate without permit-port-forwarding")
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         allowed_ports = {p for g in conn.grants for p in g.allow.port_forward}
         if host not in LOCAL_NAMES or port not in allowed_ports:
             why = "not the pod itself (use localhost)" if host not in LOCAL_NAMES else "port not allowed"
@@ -138,8 +149,16 @@ class GatewayServer(paramiko.ServerInterface):
         conn.channel_requests(chanid).forward = (host, port)
         return OPEN_SUCCEEDED
 
+    def _certificate(self) -> UserCertificate | None:
+        identity = self._conn.identity
+        return identity.certificate if identity is not None else None
+
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int, height: int,
                                   pixelwidth: int, pixelheight: int, modes: bytes) -> bool:
+        cert = self._certificate()
+        if cert is not None and not cert.permit_pty:  # as sshd: no tty, the session goes on without
+            event(log, "pty_refused", conn=self._conn.id, reason="certificate without permit-pty")
+            return False
         reqs = self._conn.channel_requests(channel.get_id())
         reqs.pty = PtyRequest(_text(term)[:64] or "xterm", _clamp(width, 80), _clamp(height, 24))
         return True

@@ -122,6 +122,14 @@ class Session(Bridge):
 
     def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, kind: str,
                  command: str | None, requests: ChannelRequests) -> None:
+        # A certificate's force-command runs instead of what the client asked, as under sshd; it
+        # is a command, so the grant must allow exec. sftp is refused then (see _prepare).
+        cert = conn.identity.certificate if conn.identity is not None else None
+        self.forced = cert.force_command if cert is not None and kind != "sftp" else None
+        self.requested_command = command
+        if self.forced is not None:
+            kind, command = "exec", self.forced
+        self.sftp_forbidden = cert is not None and cert.force_command is not None and kind == "sftp"
         super().__init__(gateway, conn, channel, kind)
         self.command = command
         self._requests = requests
@@ -249,6 +257,8 @@ class Session(Bridge):
         return SessionEnd(status.code, "exit" if status.error is None else "error", status.error)
 
     def _prepare(self) -> ExecRequest:
+        if self.sftp_forbidden:
+            raise SessionRefused("not permitted: this certificate has a force-command, which sftp cannot run")
         target = parse_target(self.conn.username or "")
         snapshot_grants = self._gw.current_grants(self.conn)
         if not snapshot_grants:
@@ -266,6 +276,8 @@ class Session(Bridge):
             limit = allowed[0].limits.max_sessions
             raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
         env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
+        if self.forced is not None and self.requested_command is not None:
+            env["SSH_ORIGINAL_COMMAND"] = self.requested_command  # as sshd, for the forced command
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
@@ -282,7 +294,9 @@ class Session(Bridge):
             "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
             container=req.container, grant=self.grant.ref if self.grant else None,
             user=self.grant.user if self.grant else None, pty=self.tty,
-            command=self.command[:1024] if self.command else None, **fields)
+            command=self.command[:1024] if self.command else None,
+            **({"forced": True, "requested_command": (self.requested_command or "")[:1024]} if self.forced else {}),
+            **fields)
         self._gw.observe_start(self)
 
     def _runner(self, req: ExecRequest) -> PodRunner:
