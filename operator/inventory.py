@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sshserver.access import AccessStore, ParsedObject, parse_objects, snapshot_of
+from sshserver.access import AccessStore, ParsedObject, object_ref, parse_objects, snapshot_of
 from sshserver.logevents import event
 
 from .status import desired_status, needs_patch
@@ -31,8 +31,10 @@ class Inventory:
 
     @staticmethod
     def _uid(body: Mapping[str, Any]) -> str:
-        meta = body.get("metadata") or {}
-        return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        meta = body.get("metadata")
+        if not isinstance(meta, Mapping):
+            return object_ref(body)
+        return str(meta.get("uid") or object_ref(body))
 
     def upsert(self, body: Mapping[str, Any]) -> None:
         with self._lock:
@@ -66,7 +68,10 @@ class Inventory:
         self._reported = {uid: r for uid, r in self._reported.items() if uid in self._objects}
         if self._writer is not None:
             for p in parsed:
-                self._reconcile_status(p, now)
+                try:
+                    self._reconcile_status(p, now)
+                except Exception as exc:  # one object's status must not stop the others'
+                    event(log, "status_failed", logging.ERROR, object=object_ref(p.body), error=type(exc).__name__)
 
     def _reconcile_status(self, parsed: ParsedObject, now: datetime) -> None:
         assert self._writer is not None

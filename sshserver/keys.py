@@ -8,6 +8,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
 
 KEY_TYPES = frozenset({
@@ -15,6 +16,12 @@ KEY_TYPES = frozenset({
     "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
 })
 CERT_SUFFIX = "-cert-v01@openssh.com"
+# The CRD's maxLength for one line: a 16384-bit RSA key is about 2.8 KB of base64.
+MAX_LINE = 4096
+# RSA moduli as OpenSSH takes them: at least 2048 bits (smaller ones are factorable or close to it),
+# at most 16384 bits (OpenSSH's SSH_RSA_MAXIMUM_MODULUS_SIZE; larger ones only cost CPU per login).
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384
 
 
 class InvalidKeyError(ValueError):
@@ -49,25 +56,48 @@ def blob_type(blob: bytes) -> str:
     return blob[4 : 4 + n].decode("ascii", "replace")
 
 
+def _check_structure(key_type: str, data: str) -> None:
+    """Lets cryptography parse the key (every field, the curve point, no trailing bytes).
+
+    Any exception it raises is the key's fault, whatever its class: a compressed ECDSA point raises
+    NotImplementedError, other oddities ValueError, TypeError or UnsupportedAlgorithm. All of them
+    become InvalidKeyError so that one bad line never escapes as anything else."""
+    try:
+        key = load_ssh_public_identity(f"{key_type} {data}".encode())
+    except Exception as exc:  # see the docstring
+        detail = str(exc) or type(exc).__name__
+        raise InvalidKeyError(f"malformed {key_type} key: {detail[:200]}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        bits = key.key_size
+        if bits < MIN_RSA_BITS:
+            raise InvalidKeyError(f"RSA key of {bits} bits is too small: use at least {MIN_RSA_BITS} bits")
+        if bits > MAX_RSA_BITS:
+            raise InvalidKeyError(f"RSA key of {bits} bits is too large: at most {MAX_RSA_BITS} bits")
+
+
 def parse_public_key(line: str) -> PublicKey:
-    """Parses `type base64 [comment]`; authorized_keys options are not accepted."""
+    """Parses `type base64 [comment]`; authorized_keys options are not accepted.
+
+    Raises InvalidKeyError, and nothing else, for any line that is not a usable key."""
+    if not isinstance(line, str):
+        raise InvalidKeyError("a key must be a string: '<type> <base64> [comment]'")
+    if len(line) > MAX_LINE:
+        raise InvalidKeyError(f"key line too long ({len(line)} characters; the limit is {MAX_LINE})")
     fields = line.strip().split(None, 2)
     if len(fields) < 2:
         raise InvalidKeyError("expected '<type> <base64> [comment]'")
     key_type, data = fields[0], fields[1]
     if key_type not in KEY_TYPES:
         if key_type.endswith(CERT_SUFFIX):
-            raise InvalidKeyError(f"{key_type} is a certificate; list its CA under certificateAuthorities")
+            raise InvalidKeyError(f"{key_type[:60]} is a certificate; list its CA under certificateAuthorities")
         raise InvalidKeyError(f"unsupported key type {key_type[:40]!r}")
     try:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidKeyError("key data is not valid base64") from None
-    if blob_type(blob) != key_type:
-        raise InvalidKeyError(f"key data is a {blob_type(blob)!r} key, not {key_type!r}")
+    actual = blob_type(blob)
+    if actual != key_type:
+        raise InvalidKeyError(f"key data is a {actual[:40]!r} key, not {key_type!r}")
     if not key_type.startswith("sk-"):
-        try:
-            load_ssh_public_identity(f"{key_type} {data}".encode())
-        except (ValueError, TypeError) as exc:  # structure or curve errors
-            raise InvalidKeyError(f"malformed {key_type} key: {exc}") from None
+        _check_structure(key_type, data)
     return PublicKey(key_type, blob, fields[2] if len(fields) > 2 else "")
