@@ -19,7 +19,8 @@ _MAX_TIME_TEXT = 64
 def parse_duration(text: str | int | float) -> float:
     """Seconds, more than zero. Numbers (from --access files) are seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        if not math.isfinite(text) or not 0 < text <= MAX_DURATION:
+        # Compared before any float conversion: float() of a 400-digit int overflows.
+        if (isinstance(text, float) and not math.isfinite(text)) or not 0 < text <= MAX_DURATION:
             raise ValueError(f"invalid duration {text!r}: more than 0 and at most {MAX_DURATION} seconds")
         return float(text)
     if not isinstance(text, str):
