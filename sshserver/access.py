@@ -92,7 +92,7 @@ class Grant:
 # --access file cannot carry what `kubectl apply` would refuse.
 MAX_KEYS = 32
 MAX_AUTHORITIES = 16
-MAX_GROUPS = 32
+MAX_GROUPS = 16  # the impersonation policy checks each group: its CEL cost bounds them
 MAX_CONTAINERS = 64
 MAX_PORTS = 64
 MAX_SELECTOR_TERMS = 32

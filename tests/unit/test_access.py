@@ -246,7 +246,7 @@ SEL = {"matchLabels": {"app": "web"}}
     ({"user": "a" * 254}, "InvalidSpec", "longer than 253"),
     ({"groups": ["dev\nx"]}, "InvalidSpec", r"spec.groups\[0\] must not contain control characters"),
     ({"groups": [""]}, "InvalidSpec", r"spec.groups\[0\]"),
-    ({"groups": ["g"] * 33}, "InvalidSpec", "limit is 32"),
+    ({"groups": ["g"] * 17}, "InvalidSpec", "limit is 16"),
     # Empty lists and selectors that would read as "everything".
     ({"pods": {"selector": SEL, "containers": []}}, "InvalidSpec", "containers must not be empty"),
     ({"pods": {"selector": SEL, "containers": ["App"]}}, "InvalidSpec", "not a valid Kubernetes name"),
