@@ -75,6 +75,31 @@ def _check_structure(key_type: str, data: str) -> None:
             raise InvalidKeyError(f"RSA key of {bits} bits is too large: at most {MAX_RSA_BITS} bits")
 
 
+def _ssh_strings(blob: bytes) -> list[bytes]:
+    """Splits a blob into its SSH wire strings (uint32 length + bytes); refuses a truncated one."""
+    fields, pos = [], 0
+    while pos < len(blob):
+        if len(blob) - pos < 4:
+            raise InvalidKeyError("key blob is truncated")
+        (n,) = struct.unpack(">I", blob[pos : pos + 4])
+        if n > len(blob) - pos - 4:
+            raise InvalidKeyError("key blob is truncated")
+        fields.append(blob[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return fields
+
+
+def _check_security_key(key_type: str, blob: bytes) -> None:
+    """FIDO (sk-) keys, which cryptography does not load: the fields OpenSSH writes, nothing more."""
+    fields = _ssh_strings(blob)
+    if key_type == "sk-ssh-ed25519@openssh.com":
+        ok = len(fields) == 3 and len(fields[1]) == 32
+    else:  # sk-ecdsa-sha2-nistp256@openssh.com: curve, uncompressed point, application
+        ok = len(fields) == 4 and fields[1] == b"nistp256" and len(fields[2]) == 65 and fields[2][0] == 4
+    if not ok:
+        raise InvalidKeyError(f"malformed {key_type} key")
+
+
 def parse_public_key(line: str) -> PublicKey:
     """Parses `type base64 [comment]`; authorized_keys options are not accepted.
 
@@ -98,6 +123,8 @@ def parse_public_key(line: str) -> PublicKey:
     actual = blob_type(blob)
     if actual != key_type:
         raise InvalidKeyError(f"key data is a {actual[:40]!r} key, not {key_type!r}")
-    if not key_type.startswith("sk-"):
+    if key_type.startswith("sk-"):
+        _check_security_key(key_type, blob)
+    else:
         _check_structure(key_type, data)
     return PublicKey(key_type, blob, fields[2] if len(fields) > 2 else "")

@@ -391,3 +391,20 @@ def make_pubkey(directory: Path, name: str) -> str:
     path = directory / f"id_{name}"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
     return path.with_suffix(".pub").read_text().strip()
+
+
+def _sk_line(key_type: bytes, *fields: bytes) -> str:
+    blob = _ssh_string(key_type) + b"".join(map(_ssh_string, fields))
+    return key_type.decode() + " " + base64.b64encode(blob).decode()
+
+
+def test_security_keys_are_checked_field_by_field() -> None:
+    ed, ecdsa = b"sk-ssh-ed25519@openssh.com", b"sk-ecdsa-sha2-nistp256@openssh.com"
+    assert parse_public_key(_sk_line(ed, b"\x01" * 32, b"ssh:")).key_type == ed.decode()
+    assert parse_public_key(_sk_line(ecdsa, b"nistp256", b"\x04" + b"\x01" * 64, b"ssh:")).key_type == ecdsa.decode()
+    for line in (_sk_line(ed), _sk_line(ed, b"\x01" * 31, b"ssh:"), _sk_line(ed, b"\x01" * 32, b"ssh:", b"x"),
+                 _sk_line(ecdsa, b"nistp384", b"\x04" + b"\x01" * 64, b"ssh:"),
+                 _sk_line(ecdsa, b"nistp256", b"\x02" + b"\x01" * 32, b"ssh:"),
+                 _sk_line(ed, b"\x01" * 32, b"ssh:")[:-8]):
+        with pytest.raises(InvalidKeyError):
+            parse_public_key(line)
