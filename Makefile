@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean
+.PHONY: all venv test test-fast fuzz lint cluster-up cluster-down demo demo-down clean
 
 all: test
 
@@ -28,7 +28,13 @@ test: venv
 	hack/test
 
 test-fast: venv
-	$(PY) -m pytest tests -m 'not cluster'
+	$(PY) -m pytest tests -m 'not cluster and not teardown'
+
+# The fuzz harnesses of tests/fuzz at length (`make test` runs each a few hundred times):
+# FUZZ_EXAMPLES inputs per harness, a count per harness printed at the end.
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	PODSSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q
 
 cluster-up:
 	hack/cluster up
