@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sshserver import __version__
 from sshserver.logevents import configure, event
@@ -140,6 +141,17 @@ def _wait_for_signal(alive: Callable[[], bool]) -> bool:
     return True
 
 
+def _host_keys_from_secret(kube: Any, namespace: str, name: str) -> list[Any]:
+    """The host keys from their Secret; an unreachable API server is an ApiError (retried)."""
+    from sshserver import hostkeys
+    from sshserver.kube import TRANSPORT_ERRORS, unreachable
+
+    try:
+        return hostkeys.from_secret(kube.core, namespace, name)
+    except TRANSPORT_ERRORS as exc:
+        raise unreachable(exc) from None
+
+
 def serve(args: argparse.Namespace) -> int:
     # Imported here so `podssh --help` stays fast (paramiko and kubernetes are slow to import).
     from sshserver import hostkeys
@@ -147,6 +159,8 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver.accessfile import load_access_file
     from sshserver.audit import AuditTrail
     from sshserver.gateway import Gateway
+    from sshserver.kube import retry_while_unavailable
+    from sshserver.metrics import Metrics
     from sshserver.monitoring import MonitoringServer
     from sshserver.revocation import RevocationError, RevokedKeysFile
 
@@ -164,6 +178,30 @@ def serve(args: argparse.Namespace) -> int:
     except RevocationError as exc:
         return _fail(str(exc))
     kube = _load_kube(args)
+    metrics = Metrics()
+    live: dict[str, Any] = {}  # the gateway and its accept thread, once they exist
+
+    def ready() -> tuple[bool, str]:
+        gateway, acceptor = live.get("gateway"), live.get("acceptor")
+        if gateway is None or acceptor is None:
+            return False, "starting: waiting for the Kubernetes API server"
+        if not store.current.populated:
+            return False, "access snapshot not populated yet"
+        if control is not None and not control.healthy:
+            return False, "the control plane stopped"
+        if not acceptor.is_alive() or gateway.draining:
+            return False, "not accepting connections"
+        return True, "ready"
+
+    # Up first: /healthz must answer while the API server is still unreachable, or the kubelet's
+    # liveness probe would restart a replica that is only waiting.
+    monitoring = None
+    if args.metrics:
+        try:
+            monitoring = MonitoringServer(*args.metrics, metrics.registry, ready)
+        except OSError as exc:
+            return _fail(f"cannot listen on {args.metrics[0]}:{args.metrics[1]}: {exc.strerror or exc}")
+        monitoring.start()
     control = None
     if args.access is not None:
         try:
@@ -174,12 +212,13 @@ def serve(args: argparse.Namespace) -> int:
         store = AccessStore()
         control = ControlPlane(kube, store, resync_interval=args.resync_interval)
         try:
-            control.start()
+            control.start()  # waits (not ready) while the API server cannot be reached
         except ControlPlaneError as exc:
             return _fail(str(exc))
     try:
         if args.host_key_secret:
-            keys = hostkeys.from_secret(kube.core, *args.host_key_secret)
+            keys = retry_while_unavailable(
+                "host keys", lambda: _host_keys_from_secret(kube, *args.host_key_secret), log=log)
         else:
             keys = hostkeys.from_directory(args.host_key_dir or Path("/var/lib/podssh/hostkeys"))
     except (hostkeys.HostKeyError, OSError) as exc:
@@ -195,7 +234,7 @@ def serve(args: argparse.Namespace) -> int:
         audit = AuditTrail.open(args.audit_log)
     except OSError as exc:
         return _fail(f"cannot open audit log {args.audit_log}: {exc.strerror or exc}")
-    gateway = Gateway(settings, store, kube, keys, audit=audit)
+    gateway = Gateway(settings, store, kube, keys, metrics=metrics, audit=audit)
     if control is not None and control.session_events is not None:
         gateway.observers.append(control.session_events)
     try:
@@ -203,24 +242,8 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}")
     acceptor = threading.Thread(target=gateway.serve_forever, name="accept", daemon=True)
-
-    def ready() -> tuple[bool, str]:
-        if not store.current.populated:
-            return False, "access snapshot not populated yet"
-        if control is not None and not control.healthy:
-            return False, "the control plane stopped"
-        if not acceptor.is_alive() or gateway.draining:
-            return False, "not accepting connections"
-        return True, "ready"
-
-    monitoring = None
-    if args.metrics:
-        try:
-            monitoring = MonitoringServer(*args.metrics, gateway.metrics.registry, ready)
-        except OSError as exc:
-            return _fail(f"cannot listen on {args.metrics[0]}:{args.metrics[1]}: {exc.strerror or exc}")
-        monitoring.start()
     acceptor.start()
+    live.update(gateway=gateway, acceptor=acceptor)
     event(log, "ready", grants=len(store.current.grants), source="file" if control is None else "cluster")
     if not _wait_for_signal(acceptor.is_alive):
         return _fail("the accept loop stopped unexpectedly")

@@ -12,7 +12,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from sshserver.access import AccessStore
-from sshserver.kube import KubeClient
+from sshserver.kube import TRANSPORT_ERRORS, ApiError, KubeClient, http_reason, retry_while_unavailable, unreachable
 from sshserver.logevents import event
 
 from . import GROUP, PLURAL, VERSION
@@ -50,14 +50,20 @@ class ControlPlane:
             if exc.status == 404:
                 raise ControlPlaneError(
                     "the SSHAccess CRD is not installed (kubectl apply -f manifests/crd.yaml)") from None
+            if exc.status is not None and (exc.status >= 500 or exc.status == 429):
+                raise ApiError(f"the Kubernetes API server failed to list SSHAccess objects: {exc.status} "
+                               f"{exc.reason}", http_reason(exc.status)) from None
             raise ControlPlaneError(f"cannot list SSHAccess objects: {exc.status} {exc.reason}") from None
+        except TRANSPORT_ERRORS as exc:
+            raise unreachable(exc) from None
         return list(result.get("items") or [])
 
     def start(self) -> None:
         """Lists once (so the snapshot is exact before the gateway serves), then starts the threads."""
         if self.writer:
             self.writer.start()
-        self.inventory.replace_all(self.list_all())
+        # Without the API server (yet), wait for it: not ready, one log line per attempt.
+        self.inventory.replace_all(retry_while_unavailable("SSHAccess objects", self.list_all, log, self._stop))
         event(log, "snapshot_populated", grants=len(self.store.current.grants))
         for target, name in ((self._run_kopf, "kopf"), (self._run_resync, "resync")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -99,7 +105,7 @@ class ControlPlane:
             self._relist.clear()
             try:
                 self.inventory.replace_all(self.list_all())
-            except ControlPlaneError as exc:
+            except (ControlPlaneError, ApiError) as exc:
                 event(log, "resync_failed", logging.WARNING, error=str(exc))
             except Exception:
                 log.exception("resync_failed")

@@ -15,10 +15,10 @@ from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import Connection
 from .exitstatus import TRANSPORT_ERROR
+from .kube import ApiError
 from .logevents import event
 from .portforward import DATA, ERROR, PortForwardStream
 from .target import TargetError, parse_target
-from .wsdial import StreamError
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -42,7 +42,7 @@ class ForwardSession(Bridge):
         except (TargetError, SessionRefused) as exc:
             event(log, "forward_refused", conn=self.conn.id, port=self.port, reason=str(exc))
             return SessionEnd(1, "refused", str(exc))
-        except StreamError as exc:
+        except ApiError as exc:  # unreachable or failing API server, or the stream refused
             self._gw.api_error(exc.reason)
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
         self._stream = stream

@@ -6,13 +6,66 @@ REST calls share one ApiClient (urllib3 pools are thread-safe). Streams never go
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client import Configuration
+
+from .logevents import event
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """The API server could not be reached, or failed, while serving a session: not the user's
+    fault, so the session ends with 255 (as OpenSSH's own transport errors do). The message is
+    fit for the user; `reason` is a bounded metric label (an HTTP reason phrase or Unreachable)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# What a REST call raises when the API server is unreachable or hangs (urllib3 wraps socket
+# errors in its own HTTPError subclasses: MaxRetryError, ProtocolError, ReadTimeoutError).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+
+def unreachable(exc: BaseException) -> ApiError:
+    """One line naming the API server and the cause, without urllib3's nested repr."""
+    cause = getattr(exc, "reason", None) or exc
+    text = str(cause).split(": ", 1)[-1] if isinstance(cause, Exception) else str(cause)
+    return ApiError(f"cannot reach the Kubernetes API server ({text[:200] or type(exc).__name__})", "Unreachable")
+
+
+def retry_while_unavailable(what: str, call: Callable[[], T], log: logging.Logger,
+                            stop: threading.Event | None = None, cap: float = 30.0) -> T:
+    """Calls `call` until it does not raise ApiError: at start, a gateway or operator whose API
+    server is not there yet waits (not ready) instead of dying, with one log line per attempt
+    and a pause that doubles up to `cap`. Returns early (raising the last ApiError) only when
+    `stop` is set."""
+    delay, attempt = 1.0, 0
+    while True:
+        try:
+            return call()
+        except ApiError as exc:
+            attempt += 1
+            event(log, "api_unavailable", logging.WARNING, waiting_for=what, attempt=attempt,
+                  retry_in_s=delay, error=str(exc))
+            if stop is not None and stop.wait(delay):
+                raise
+            if stop is None:
+                time.sleep(delay)
+            delay = min(cap, delay * 2)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .access import Grant
-from .kube import KubeClient, http_reason
+from .kube import TRANSPORT_ERRORS, ApiError, KubeClient, http_reason, unreachable
 from .labelselector import LabelSelector
 from .target import Target, TargetError
 
@@ -41,12 +41,23 @@ class PodResolver:
         self._timeout = timeout
         self._on_api_error = on_api_error or (lambda _reason: None)
 
-    def _failed(self, exc: ApiException, what: str) -> TargetError:
+    def _failed(self, exc: ApiException, what: str) -> Exception:
+        """A refusal (4xx) is the user's to read; a failing or overloaded API server (5xx, 429)
+        is an ApiError like an unreachable one: the session ends with 255, not 1."""
+        if exc.status is not None and (exc.status >= 500 or exc.status == 429):
+            return ApiError(f"the Kubernetes API server failed to {what}: {_reason(exc)}", http_reason(exc.status))
         self._on_api_error(http_reason(exc.status))
         return TargetError(f"cannot {what}: {_reason(exc)}")
 
     def resolve(self, target: Target, grants: Sequence[Grant], container_matters: bool = True) -> ResolvedTarget:
-        """The container, or a TargetError. Whether a grant covers the pod is checked before
+        """The container, or a TargetError (the user's problem), or an ApiError (the API server's)."""
+        try:
+            return self._resolve(target, grants, container_matters)
+        except TRANSPORT_ERRORS as exc:
+            raise unreachable(exc) from None
+
+    def _resolve(self, target: Target, grants: Sequence[Grant], container_matters: bool) -> ResolvedTarget:
+        """Whether a grant covers the pod is checked before
         anything about it is said: a pod the key cannot reach gets the same answer as a
         missing one (no phase, no container names)."""
         namespaces = sorted({g.namespace for g in grants})

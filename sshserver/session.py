@@ -24,6 +24,7 @@ from .connection import ChannelRequests, Connection
 from .envnames import valid_env_name
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
+from .kube import ApiError
 from .logevents import event
 from .podexec import PodRunner
 from .recording import Recording
@@ -203,6 +204,9 @@ class Session(Bridge):
             req = self._prepare()
         except (TargetError, SessionRefused) as exc:
             return SessionEnd(1, "refused", str(exc))
+        except ApiError as exc:
+            self._gw.api_error(exc.reason)
+            return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
         if self._ended_by:
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
         if self.kind == "sftp":

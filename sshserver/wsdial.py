@@ -16,15 +16,11 @@ from collections.abc import Iterator
 
 import websocket
 
-from .kube import Impersonation, KubeClient, http_reason
+from .kube import ApiError, Impersonation, KubeClient, http_reason, unreachable
 
 
-class StreamError(Exception):
+class StreamError(ApiError):
     """The stream could not be opened; the message is fit for the SSH user."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # bounded: an HTTP status name or "Unreachable"
 
 
 def error_message(exc: websocket.WebSocketBadStatusException) -> str:
@@ -47,7 +43,8 @@ def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols
     except websocket.WebSocketBadStatusException as exc:
         raise StreamError(error_message(exc), http_reason(exc.status_code)) from None
     except (OSError, websocket.WebSocketException) as exc:
-        raise StreamError(f"cannot reach the Kubernetes API server: {exc}", "Unreachable") from None
+        failed = unreachable(exc)
+        raise StreamError(str(failed), failed.reason) from None
     ws.settimeout(None)
     return ws
 

@@ -1,0 +1,106 @@
+"""The API server out of reach (a cut TCP path between the gateway and kube-apiserver): the
+user reads one line naming it and gets 255, the metric says Unreachable, and a gateway
+started without the API server waits, alive but not ready, and serves once it answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import NS
+from tests.support.cluster import Cluster
+from tests.support.gateway import PODSSH, Gateway, SSHKey, free_port, grant, make_key
+from tests.support.tcpproxy import CuttableProxy
+from tests.support.waiting import wait_for
+
+WEB = f"{NS}/deploy/web"
+
+
+@pytest.fixture
+def api_path(workloads: Cluster, tmp_path: Path) -> Iterator[tuple[CuttableProxy, str]]:
+    """A kubeconfig whose API server address is a proxy the test can cut."""
+    cfg = yaml.safe_load(Path(workloads.kubeconfig).read_text())
+    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
+    proxy = CuttableProxy((host, int(port)))
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "proxied.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    yield proxy, str(path)
+    proxy.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def api_errors(port: int, reason: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "podssh_kubernetes_api_errors_total" and s.labels.get("reason") == reason)
+
+
+def test_a_login_without_the_api_server_says_so_in_one_line_and_exits_255(
+        make_gateway, keys: dict[str, SSHKey], api_path: tuple[CuttableProxy, str]) -> None:
+    proxy, kubeconfig = api_path
+    port = free_port()
+    gw = make_gateway("--metrics", f"127.0.0.1:{port}", kubeconfig=kubeconfig)
+    assert gw.ssh(WEB, "true", keys["alice"]).returncode == 0
+    proxy.cut()
+    for target in (WEB, f"{NS}/deb"):  # a workload and a pod: both look the pod up first
+        proc = gw.ssh(target, "echo never", keys["alice"], timeout=60)
+        lines = proc.stderr.decode().splitlines()
+        assert proc.returncode == 255, proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("podssh: cannot reach the Kubernetes API server ("), lines
+        assert b"never" not in proc.stdout
+    assert api_errors(port, "Unreachable") >= 2
+    assert not gw.events("session_crashed"), "an unreachable API server is not a crash"
+    proxy.restore()
+    wait_for(lambda: gw.ssh(WEB, "true", keys["alice"]).returncode == 0, timeout=10, step=0.5,
+             what="a login once the API server is back")
+
+
+def test_serve_started_without_the_api_server_waits_not_ready_and_recovers(
+        crd: Cluster, api_path: tuple[CuttableProxy, str], tmp_path: Path) -> None:
+    proxy, kubeconfig = api_path
+    proxy.cut()
+    key = make_key(tmp_path, "late")
+    crd.kubectl("apply", "-f", "-", input=json.dumps(grant("late-api", NS, [key], {"app": "web"})))
+    metrics = free_port()
+    gw = Gateway(tmp_path / "gw", kubeconfig, None, extra_args=["--metrics", f"127.0.0.1:{metrics}"])
+    gw.workdir.mkdir(parents=True)
+    gw.port = free_port()
+    log = open(gw.log_path, "ab")  # noqa: SIM115 - closed below
+    gw.proc = subprocess.Popen([PODSSH, "serve", "--listen", f"127.0.0.1:{gw.port}", "--kubeconfig", kubeconfig,
+                                "--metrics", f"127.0.0.1:{metrics}", "--host-key-dir", str(tmp_path / "hk")],
+                               stdout=log, stderr=subprocess.STDOUT)
+    gw._log = log
+    try:
+        wait_for(lambda: len(gw.events("api_unavailable")) >= 2, timeout=30, what="two retries logged")
+        assert gw.proc.poll() is None, "serve must wait for the API server, not exit"
+        assert http_status(f"http://127.0.0.1:{metrics}/healthz") == 200
+        assert http_status(f"http://127.0.0.1:{metrics}/readyz") == 503
+        text = gw.log_path.read_text()
+        assert "Traceback" not in text
+        assert all(e.get("waiting_for") == "SSHAccess objects" for e in gw.events("api_unavailable"))
+        proxy.restore()
+        wait_for(lambda: gw.events("ready"), timeout=40, step=0.2, what="ready once the API server answers")
+        assert http_status(f"http://127.0.0.1:{metrics}/readyz") == 200
+        assert gw.ssh(WEB, "true", key).returncode == 0
+    finally:
+        gw.stop()
+        crd.kubectl("-n", NS, "delete", "sshaccess", "late-api", "--ignore-not-found")
