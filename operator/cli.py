@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--revoked-keys", type=Path, metavar="FILE",
                        help="public keys (one per line) or an OpenSSH KRL (ssh-keygen -k) that may not log in; "
                             "re-read when it changes")
+    serve.add_argument("--api-keepalive", type=float, default=10.0, metavar="SECONDS",
+                       help="ping a session's API server stream after this many silent seconds (0: off)")
+    serve.add_argument("--api-keepalive-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="end a session whose API server stream stayed silent this long, pings included")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
     gr.add_argument("--user", required=True, help="who gets access (audit trail)")
@@ -228,7 +232,8 @@ def serve(args: argparse.Namespace) -> int:
         max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
         max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
         drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
-        hang_up=args.hang_up, revoked_keys=revoked,
+        hang_up=args.hang_up, revoked_keys=revoked, api_keepalive=args.api_keepalive,
+        api_keepalive_timeout=args.api_keepalive_timeout,
     )
     try:
         audit = AuditTrail.open(args.audit_log)

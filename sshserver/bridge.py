@@ -14,6 +14,7 @@ import paramiko
 from .access import Grant
 from .connection import Connection
 from .exitstatus import TRANSPORT_ERROR
+from .keepalive import Pingable
 from .kube import Impersonation
 from .observer import SessionRecord
 from .resolver import ResolvedTarget
@@ -102,6 +103,14 @@ class Bridge:
 
     def notify(self, line: str) -> None:
         """One line to the user, without ending the session (where the channel can show one)."""
+
+    def _watch_api(self, stream: Pingable) -> None:
+        """A stream the API server stops answering ends the session (keepalive.py)."""
+        def dead(silent: float) -> None:  # on the keepalive thread: abort only, never block
+            self._gw.api_error("Unreachable")
+            self.terminate("error", f"the Kubernetes API server stopped answering (nothing for {int(silent)}s)")
+
+        self._gw.keepalive.watch(stream, dead)
 
     def terminate(self, reason: str, message: str | None = None) -> None:
         """Ends the session from outside (client gone, revocation, shutdown)."""

@@ -46,6 +46,7 @@ class ForwardSession(Bridge):
             self._gw.api_error(exc.reason)
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
         self._stream = stream
+        self._watch_api(stream)
         self.opened = True
         if self._ended_by:
             stream.abort()
@@ -67,6 +68,7 @@ class ForwardSession(Bridge):
         except OSError:
             self.terminate("client")
         finally:
+            self._gw.keepalive.forget(stream)
             stream.close()
             self._done.set()
             # The pump may sit in recv() on a silent client: it ends when the channel closes,

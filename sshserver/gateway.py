@@ -21,6 +21,7 @@ from .bridge import Bridge, SessionEnd
 from .connection import ChannelRequests, Connection
 from .enforcer import Enforcer
 from .forward import ForwardSession
+from .keepalive import ApiKeepalive
 from .kube import KubeClient
 from .logevents import event
 from .metrics import Metrics
@@ -61,6 +62,7 @@ class Gateway:
         self._sock: socket.socket | None = None
         self.address: tuple[str, int] | None = None
         self.observers: list[SessionObserver] = []
+        self.keepalive = ApiKeepalive(settings.api_keepalive, settings.api_keepalive_timeout)
         self.enforcer = Enforcer(self)
         store.subscribe(self.enforcer.snapshot_changed)
         self.enforcer.start()
@@ -353,6 +355,7 @@ class Gateway:
             s.join(2)
         self._closing.set()
         self.enforcer.stop()
+        self.keepalive.stop()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:

@@ -232,6 +232,7 @@ class Session(Bridge):
         self.opened, self._request = True, req
         with self._resize_lock:
             self._stream = stream
+        self._watch_api(stream)
         self._flush_resize()
         if self._ended_by:  # terminated while the stream was opening
             stream.abort()
@@ -245,6 +246,7 @@ class Session(Bridge):
             status = self._copy_output(stream)
             self._exited = status is not None
         finally:
+            self._gw.keepalive.forget(stream)
             stream.close()
             self._done.set()
             # The pump may sit in recv() on a silent client: it ends when the channel closes,

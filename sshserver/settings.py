@@ -30,6 +30,10 @@ class GatewaySettings:
     read_size: int = 256 * 1024
     # Kubernetes.
     exec_timeout: float = 30.0
+    # The API leg's keepalive (keepalive.py): a ping after this many silent seconds, and the
+    # session ends when nothing came back for api_keepalive_timeout. 0 turns it off.
+    api_keepalive: float = 10.0
+    api_keepalive_timeout: float = 30.0
     impersonate: bool = False
     drain_timeout: float = 10.0
     shutdown_delay: float = 0.0  # keep accepting this long after SIGTERM, while endpoints update

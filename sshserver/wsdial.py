@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 
 import websocket
@@ -48,6 +50,9 @@ def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols
     ws.settimeout(None)
     return ws
 
+
+# FIN + ping opcode, MASK bit + length 0; the four mask-key bytes follow.
+PING_FRAME_HEADER = bytes((0x89, 0x80))
 
 # The API server reads WebSocket messages into 32 KiB buffers; a longer message reaches it in
 # pieces, and a piece is taken for a message of its own (its first byte for a channel number):
@@ -95,16 +100,21 @@ class ChannelStream:
     def __init__(self, ws: websocket.WebSocket) -> None:
         self._ws = ws
         self._closed = threading.Event()
+        self.last_received = time.monotonic()  # written by the reader, read by the keepalive
 
     def messages(self) -> Iterator[tuple[int, bytes]]:
-        """Yields (channel, payload) until the stream ends; ends quietly on close or abort."""
+        """Yields (channel, payload) until the stream ends; ends quietly on close or abort.
+        Every frame received, pongs included, counts as a sign of life (keepalive.py)."""
         while not self._closed.is_set():
             try:
-                opcode, data = self._ws.recv_data()
+                opcode, data = self._ws.recv_data(control_frame=True)
             except (OSError, websocket.WebSocketException):
                 return
+            self.last_received = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
+            if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                continue
             if data:
                 if isinstance(data, str):
                     data = data.encode()
@@ -112,6 +122,28 @@ class ChannelStream:
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         return self.messages()
+
+    def ping(self) -> bool:
+        """Sends a WebSocket ping if that cannot block: the send lock is free (no stdin write in
+        progress) and the socket takes data at once. Called by the keepalive thread, which must
+        never wait on one stream. Returns whether a ping went out."""
+        ws = self._ws
+        if not ws.lock.acquire(blocking=False):
+            return False
+        try:
+            sock = ws.sock
+            if sock is None or self._closed.is_set():
+                return False
+            poller = select.poll()  # not select(): session sockets may be numbered past 1024
+            poller.register(sock.fileno(), select.POLLOUT)
+            if not poller.poll(0):
+                return False
+            sock.sendall(PING_FRAME_HEADER + os.urandom(4))  # empty payload, masked as a client must
+            return True
+        except (OSError, ValueError):
+            return False
+        finally:
+            ws.lock.release()
 
     def abort(self) -> None:
         """Unblocks a reader in another thread; safe to call more than once."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -104,3 +105,33 @@ def test_serve_started_without_the_api_server_waits_not_ready_and_recovers(
     finally:
         gw.stop()
         crd.kubectl("-n", NS, "delete", "sshaccess", "late-api", "--ignore-not-found")
+
+
+def test_a_partitioned_api_server_ends_the_session_within_the_keepalive_bound(
+        make_gateway, keys: dict[str, SSHKey], api_path: tuple[CuttableProxy, str]) -> None:
+    proxy, kubeconfig = api_path
+    gw = make_gateway("--api-keepalive", "1", "--api-keepalive-timeout", "4", kubeconfig=kubeconfig)
+    client = subprocess.Popen([*gw.ssh_argv(WEB, keys["alice"]), "echo started; sleep 600"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        # Idle but healthy: pongs keep it alive well past the timeout.
+        with pytest.raises(subprocess.TimeoutExpired):
+            client.wait(8)
+        proxy.freeze()
+        t0 = time.monotonic()
+        _, err = client.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 255, err
+    lines = err.decode().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("podssh: the Kubernetes API server stopped answering"), lines
+    assert took < 4 + 3, f"ended {took:.1f}s after the partition"
+    # A login during the partition fails with one clear line, and all works once it heals.
+    proc = gw.ssh(WEB, "true", keys["alice"], timeout=60)
+    assert proc.returncode == 255 and proc.stderr.decode().startswith("podssh: cannot reach the Kubernetes API server")
+    proxy.restore()
+    wait_for(lambda: gw.ssh(WEB, "true", keys["alice"]).returncode == 0, timeout=15, step=0.5,
+             what="a login once the partition healed")

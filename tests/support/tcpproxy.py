@@ -1,4 +1,6 @@
-"""A TCP proxy that a test can cut and restore: a network partition between two local processes."""
+"""A TCP proxy that a test can cut (connections reset) or freeze (packets silently dropped, as
+by an iptables DROP: sockets stay open, nothing gets through) and restore: a network fault
+between two local processes."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ class CuttableProxy:
         self.port = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -45,6 +49,7 @@ class CuttableProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -63,10 +68,16 @@ class CuttableProxy:
                 s.shutdown(socket.SHUT_RDWR)
                 s.close()
 
+    def freeze(self) -> None:
+        """Nothing gets through either way; connections stay open (a partition, not a reset)."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._open.set()
+        self._flowing.set()
 
     def close(self) -> None:
         self._stop.set()
+        self._flowing.set()
         self.cut()
         self._listener.close()
