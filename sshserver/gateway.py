@@ -14,7 +14,7 @@ from typing import Any
 
 import paramiko
 
-from . import eow, fastpipe
+from . import eow, fastpipe, paramiko_patches
 from .access import AccessStore, Grant
 from .audit import AuditTrail
 from .bridge import Bridge, SessionEnd
@@ -32,6 +32,8 @@ from .settings import GatewaySettings
 from .throttle import FailureThrottle
 
 log = logging.getLogger("podssh.gateway")
+
+paramiko_patches.install()  # before any Transport exists: see the module
 
 SUPERVISE_INTERVAL = 0.25
 IDLE_SUPERVISE_INTERVAL = 1.0

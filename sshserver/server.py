@@ -89,6 +89,11 @@ class GatewayServer(paramiko.ServerInterface):
         conn.username, conn.identity, conn.grants = username, identity, grants
         return AUTH_SUCCESSFUL
 
+    def malformed_key(self, username: str, why: str) -> None:
+        """A publickey request whose key blob paramiko_patches refused before parsing it (Transport
+        thread): an ordinary failed attempt, throttled and audited like the others."""
+        self._fail(username, "publickey", None, f"malformed key: {why}"[:200])
+
     def _fail(self, username: str, method: str, fp: str | None, why: str | None = None) -> int:
         conn = self._conn
         conn.auth_failures += 1

@@ -1,0 +1,103 @@
+"""An in-process gateway for unit tests and the wire fuzzer: real paramiko transports on loopback,
+grants from a static snapshot, and a Kubernetes client pointed at a closed port (a session that
+gets as far as the API fails fast with "connection refused", nothing else needs the cluster)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import paramiko
+from kubernetes.client import Configuration
+
+from sshserver.access import AccessStore, snapshot_from_objects
+from sshserver.audit import AuditTrail
+from sshserver.gateway import Gateway
+from sshserver.kube import KubeClient
+from sshserver.settings import GatewaySettings
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MemoryAudit(AuditTrail):
+    """The audit trail kept as a list of records."""
+
+    def __init__(self) -> None:
+        super().__init__(io.StringIO())
+        self.records: list[dict[str, Any]] = []
+        self._records_lock = threading.Lock()
+
+    def record(self, name: str, **fields: Any) -> None:
+        with self._records_lock:
+            self.records.append({"event": name, **json.loads(json.dumps(fields, default=str))})
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self._records_lock:
+            return [r for r in self.records if r["event"] == name]
+
+
+def grant_object(name: str, keys: list[paramiko.PKey], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "podssh.dev/v1alpha1", "kind": "SSHAccess",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "spec": {"user": name, "publicKeys": [f"{k.get_name()} {k.get_base64()}" for k in keys],
+                 "pods": {"selector": {"matchLabels": {"app": "web"}}}, **spec},
+    }
+
+
+@dataclasses.dataclass
+class InProcessGateway:
+    gateway: Gateway
+    audit: MemoryAudit
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        assert self.gateway.address is not None
+        return self.gateway.address[1]
+
+
+HOST_KEY = paramiko.ECDSAKey.generate()
+
+
+@contextmanager
+def running_gateway(grants: list[dict[str, Any]], **overrides: Any) -> Iterator[InProcessGateway]:
+    """A Gateway listening on 127.0.0.1 (random port) until the block ends."""
+    snapshot, errors = snapshot_from_objects(grants)
+    assert not errors, errors
+    cfg = Configuration()
+    cfg.host = f"http://127.0.0.1:{closed_port()}"
+    settings = GatewaySettings(**{"listen_host": "127.0.0.1", "listen_port": 0, "drain_timeout": 1.0,
+                                  **overrides})
+    audit = MemoryAudit()
+    gw = Gateway(settings, AccessStore(snapshot), KubeClient(cfg), [HOST_KEY], audit=audit)
+    gw.bind()
+    thread = threading.Thread(target=gw.serve_forever, name="accept", daemon=True)
+    thread.start()
+    try:
+        yield InProcessGateway(gw, audit, thread)
+    finally:
+        gw.shutdown(drain_timeout=0.5)
+        thread.join(5)
+
+
+def client(port: int, key: paramiko.PKey | None, username: str = "ns/pod",
+           timeout: float = 10) -> paramiko.Transport:
+    """A paramiko client transport, authenticated with `key` when given."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    t = paramiko.Transport(sock)
+    t.banner_timeout = timeout
+    t.start_client(timeout=timeout)
+    if key is not None:
+        t.auth_publickey(username, key)
+    return t
