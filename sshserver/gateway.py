@@ -180,6 +180,7 @@ class Gateway:
             transport = self._transport(client)
             conn.transport = transport
             eow.install(transport, lambda channel: self._client_stopped_reading(conn, channel))
+            self._note_login_at_once(transport, conn)
             handshake = threading.Event()
             try:
                 transport.start_server(event=handshake, server=GatewayServer(self, conn))
@@ -226,6 +227,17 @@ class Gateway:
                 self.note_authenticated(conn)  # a client that logged in and left at once
             self._close_connection(conn, transport, client, reason)
             self.admission.released(conn.source, conn.counted_identity, conn.authenticated.is_set())
+
+    def _note_login_at_once(self, transport: paramiko.Transport, conn: Connection) -> None:
+        """Counts the login (per-key cap, audit) in the Transport thread right after paramiko sent
+        USERAUTH_SUCCESS, before it reads anything the client sends under it."""
+        trigger = transport._auth_trigger
+
+        def authenticated() -> None:
+            self.note_authenticated(conn)
+            trigger()
+
+        transport._auth_trigger = authenticated  # type: ignore[method-assign]
 
     def _await_handshake(self, conn: Connection, transport: paramiko.Transport, done: threading.Event,
                          accepted: float) -> str | None:

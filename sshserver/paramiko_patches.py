@@ -198,7 +198,8 @@ def install() -> None:
         handler, channel = paramiko.auth_handler.AuthHandler, paramiko.channel.Channel
         for owner, attr in ((handler, "_parse_userauth_request"), (handler, "_send_auth_result"),
                             (channel, "_feed"), (channel, "_feed_extended"), (channel, "_set_window"),
-                            (paramiko.Transport, "_channel_handler_table")):
+                            (paramiko.Transport, "_channel_handler_table"),
+                            (paramiko.Transport, "_auth_trigger")):
             if getattr(owner, attr, None) is None:
                 raise RuntimeError(f"paramiko {paramiko.__version__} lacks {owner.__name__}.{attr}: "
                                    "podssh needs the version range in pyproject.toml")

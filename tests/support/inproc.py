@@ -92,9 +92,9 @@ def running_gateway(grants: list[dict[str, Any]], **overrides: Any) -> Iterator[
 
 
 def client(port: int, key: paramiko.PKey | None, username: str = "ns/pod",
-           timeout: float = 10) -> paramiko.Transport:
-    """A paramiko client transport, authenticated with `key` when given."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+           timeout: float = 10, source: str = "127.0.0.1") -> paramiko.Transport:
+    """A paramiko client transport from address `source`, authenticated with `key` when given."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
     t = paramiko.Transport(sock)
     t.banner_timeout = timeout
     t.start_client(timeout=timeout)
