@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean
+.PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean fuzz-wire
 
 all: test
 
@@ -29,6 +29,11 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest tests -m 'not cluster'
+
+# The wire-level fuzzer against an in-process gateway (no cluster): WIRE_SESSIONS=N to change.
+WIRE_SESSIONS ?= 100000
+fuzz-wire: venv
+	$(PY) tests/fuzz/wirefuzz.py --sessions $(WIRE_SESSIONS)
 
 cluster-up:
 	hack/cluster up

@@ -27,6 +27,7 @@ mode behaviour (client transports are left as they were) except for the linear d
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 from collections.abc import Callable
@@ -186,7 +187,8 @@ def grow_window(channel: paramiko.Channel, size: int) -> None:
     m.add_byte(paramiko.common.cMSG_CHANNEL_WINDOW_ADJUST)
     m.add_int(remote)
     m.add_int(delta)
-    channel.transport._send_user_message(m)
+    with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # the client may be gone
+        channel.transport._send_user_message(m)
 
 
 def install() -> None:

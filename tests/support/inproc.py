@@ -1,6 +1,7 @@
 """An in-process gateway for unit tests and the wire fuzzer: real paramiko transports on loopback,
-grants from a static snapshot, and a Kubernetes client pointed at a closed port (a session that
-gets as far as the API fails fast with "connection refused", nothing else needs the cluster)."""
+grants from a static snapshot, and a stand-in Kubernetes API on loopback that answers every
+request 404 (a session that gets as far as the API ends with "unknown pod"; nothing else needs
+the cluster)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import paramiko
@@ -70,13 +72,49 @@ class InProcessGateway:
 HOST_KEY = paramiko.ECDSAKey.generate()
 
 
+class _NotFound(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                           "message": "not found", "code": 404}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextmanager
+def fake_api() -> Iterator[str]:
+    """A Kubernetes API stand-in on 127.0.0.1 that answers 404 to everything."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="fake-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextmanager
 def running_gateway(grants: list[dict[str, Any]], **overrides: Any) -> Iterator[InProcessGateway]:
     """A Gateway listening on 127.0.0.1 (random port) until the block ends."""
-    snapshot, errors = snapshot_from_objects(grants)
+    _, errors = snapshot_from_objects(grants)
     assert not errors, errors
+    with fake_api() as api:
+        yield from _running(grants, api, overrides)
+
+
+def _running(grants: list[dict[str, Any]], api: str, overrides: dict[str, Any]) -> Iterator[InProcessGateway]:
+    snapshot, _ = snapshot_from_objects(grants)
     cfg = Configuration()
-    cfg.host = f"http://127.0.0.1:{closed_port()}"
+    cfg.host = api
     settings = GatewaySettings(**{"listen_host": "127.0.0.1", "listen_port": 0, "drain_timeout": 1.0,
                                   **overrides})
     audit = MemoryAudit()
