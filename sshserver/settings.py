@@ -16,10 +16,11 @@ class GatewaySettings:
     # Authentication hardening, as sshd's MaxAuthTries, LoginGraceTime and MaxStartups.
     max_auth_tries: int = 6
     login_grace_time: float = 30.0
-    max_unauthenticated: int = 64  # FULL of sshd's MaxStartups START:RATE:FULL
-    startups_start: int = 10  # from here on, random early drop of new unauthenticated connections
+    max_unauthenticated: int = 100  # FULL of sshd's MaxStartups START:RATE:FULL
+    startups_start: int = 16  # from here on, random early drop of new unauthenticated connections
     startups_rate: int = 30  # ... with this probability (percent), rising to 100 at FULL
-    max_unauthenticated_per_source: int = 10  # one address cannot take every place
+    # One address cannot take every place, nor (below START) start the early drop for everyone.
+    max_unauthenticated_per_source: int = 8
     max_connections_per_source: int = 128
     max_connections_per_key: int = 32  # per identity (key or certificate fingerprint)
     version_timeout: float = 10.0  # until the client's version line (slowloris), shorter than the grace time
