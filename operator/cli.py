@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hang-up", action="store_true",
                        help="SIGHUP what a session leaves running in the pod when it ends other than by "
                             "its command's exit (one extra exec per such session)")
+    serve.add_argument("--revoked-keys", type=Path, metavar="FILE",
+                       help="public keys (one per line) or an OpenSSH KRL (ssh-keygen -k) that may not log in; "
+                            "re-read when it changes")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
     gr.add_argument("--user", required=True, help="who gets access (audit trail)")
@@ -139,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--port", type=int, default=22)
     sc.add_argument("--alias", default="podssh")
     sc.add_argument("--identity", help="private key file to use")
+    sc.add_argument("--known-hosts-file", default="~/.ssh/podssh_known_hosts",
+                    help="where `podssh known-hosts` output was saved (default: %(default)s)")
+    kh = sub.add_parser("known-hosts", help="print known_hosts lines for the gateway's host keys (from its Secret)")
+    kh.add_argument("--host", required=True, help="the gateway's address, as clients reach it")
+    kh.add_argument("--port", type=int, default=22)
+    kh.add_argument("--alias", default="podssh", help="the HostKeyAlias of `podssh ssh-config` (default: podssh)")
+    kh.add_argument("--kubeconfig")
+    kh.add_argument("--context")
+    kh.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME",
+                    help="the Secret holding the host keys (default: podssh-system/podssh-hostkeys)")
+    kh.add_argument("--ca", action="store_true",
+                    help="print the @cert-authority line of the host CA (see host-cert) instead of the keys")
+    hc = sub.add_parser("host-cert", help="sign the gateway's host keys with a host CA; stored in the Secret")
+    hc.add_argument("--ca-key", required=True, type=Path, help="the host CA's private key (OpenSSH format)")
+    hc.add_argument("--principals", required=True, help="the host names clients use, NAME[,NAME]")
+    hc.add_argument("--validity", default="8760h", help="how long the certificates are valid (default: 8760h)")
+    hc.add_argument("--kubeconfig")
+    hc.add_argument("--context")
+    hc.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME")
     op = sub.add_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
     op.add_argument("--kubeconfig")
     op.add_argument("--context")
@@ -182,6 +204,7 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver.audit import AuditTrail
     from sshserver.gateway import Gateway
     from sshserver.monitoring import MonitoringServer
+    from sshserver.revocation import RevocationError, RevokedKeysFile
 
     from .runner import ControlPlane, ControlPlaneError
 
@@ -192,6 +215,10 @@ def serve(args: argparse.Namespace) -> int:
             banner = args.banner_file.read_text()
         except OSError as exc:
             return _fail(f"cannot read banner file: {exc}")
+    try:
+        revoked = RevokedKeysFile(args.revoked_keys) if args.revoked_keys else None
+    except RevocationError as exc:
+        return _fail(str(exc))
     kube = _load_kube(args)
     control = None
     if args.access is not None:
@@ -224,7 +251,7 @@ def serve(args: argparse.Namespace) -> int:
         max_channels=args.max_channels, version_timeout=args.version_timeout,
         proxy_protocol=args.proxy_protocol, proxy_timeout=args.proxy_timeout, impersonate=args.impersonate,
         drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
-        hang_up=args.hang_up,
+        hang_up=args.hang_up, revoked_keys=revoked,
     )
     try:
         audit = AuditTrail.open(args.audit_log)
@@ -268,6 +295,56 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def known_hosts(args: argparse.Namespace) -> int:
+    """Prints the gateway's host keys as known_hosts lines: pinned before the first login."""
+    from sshserver import hostkeys
+    from sshserver.hostcerts import HostCertError, cert_authority_line
+
+    kube = _load_kube(args)
+    try:
+        if args.ca:
+            ca = hostkeys.read_ca(kube.core, *args.secret)
+            lines = [cert_authority_line(ca, host=args.host, port=args.port, alias=args.alias)]
+        else:
+            keys = hostkeys.read_secret(kube.core, *args.secret)
+            lines = hostkeys.known_hosts_lines(keys, host=args.host, port=args.port, alias=args.alias)
+    except (hostkeys.HostKeyError, HostCertError) as exc:
+        return _fail(str(exc))
+    print("\n".join(lines))
+    return 0
+
+
+def host_cert(args: argparse.Namespace) -> int:
+    """Signs the host keys in the Secret with the operator's CA key; gateways present the
+    certificates after their next start (kubectl -n podssh-system rollout restart deploy/podssh)."""
+    from sshserver import hostkeys
+    from sshserver.durations import parse_duration
+    from sshserver.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, sign_host_key
+
+    try:
+        validity = parse_duration(args.validity)
+        ca_private = args.ca_key.expanduser().read_bytes()
+    except ValueError as exc:
+        return _fail(f"--validity: {exc}")
+    except OSError as exc:
+        return _fail(f"cannot read {args.ca_key}: {exc.strerror}")
+    principals = [p.strip() for p in args.principals.split(",") if p.strip()]
+    kube = _load_kube(args)
+    try:
+        keys = hostkeys.read_secret(kube.core, *args.secret)
+        entries: dict[str, bytes] = {}
+        for name, key in zip(hostkeys.KEY_NAMES, keys, strict=True):
+            cert, ca_line = sign_host_key(ca_private, f"{key.get_name()} {key.get_base64()}".encode(), principals,
+                                          validity)
+            entries[cert_entry(name)] = cert + b"\n"
+            entries[CA_PUBLIC_KEY] = ca_line + b"\n"
+        hostkeys.store_certificates(kube.core, *args.secret, entries)
+    except (hostkeys.HostKeyError, HostCertError) as exc:
+        return _fail(str(exc))
+    print(f"signed {len(keys)} host keys for {', '.join(principals)}; restart the gateways to present them")
+    return 0
+
+
 def run_operator(args: argparse.Namespace) -> int:
     from sshserver.access import AccessStore
 
@@ -292,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "operator":
         return run_operator(args)
+    if args.command == "known-hosts":
+        return known_hosts(args)
+    if args.command == "host-cert":
+        return host_cert(args)
     from .manifests import grant_manifest, read_keys, ssh_config
 
     try:
@@ -300,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                                  selector=args.selector, name=args.name, expires=args.expires,
                                  allow=args.allow, ports=args.port_forward), end="")
         elif args.command == "ssh-config":
-            print(ssh_config(host=args.host, port=args.port, alias=args.alias, identity=args.identity), end="")
+            print(ssh_config(host=args.host, port=args.port, alias=args.alias, identity=args.identity,
+                             known_hosts=args.known_hosts_file), end="")
     except ValueError as exc:
         return _fail(str(exc))
     return 0

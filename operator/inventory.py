@@ -1,7 +1,12 @@
 """Every SSHAccess object this replica knows, keyed by uid; each change rebuilds the snapshot.
 
 Fed by two sources: kopf's watch events (fast) and periodic full lists (exact: a re-listed watch
-does not report objects deleted during the gap, a full list replaces everything).
+does not report objects deleted during the gap, a full list replaces everything). A grant's
+Ready condition also changes with time alone (notBefore, expiresAt): a timer rebuilds at the
+next such moment, so `Expired` is written when it happens, not at the next resync.
+
+Threads: kopf's event loop (upsert/delete), the resync thread (replace_all) and the expiry
+timer (refresh) all change `_objects` under `_lock`; the timer is owned by the Inventory.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sshserver.access import AccessStore, ParsedObject, parse_objects, snapshot_of
@@ -28,6 +33,9 @@ class Inventory:
         self._objects: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._reported: dict[str, str] = {}  # uid -> last Ready reason an Event was written for
+        self._timer: threading.Timer | None = None
+        self._timer_due: datetime | None = None
+        self._closed = False
 
     @staticmethod
     def _uid(body: Mapping[str, Any]) -> str:
@@ -54,9 +62,33 @@ class Inventory:
             self._rebuild()
 
     def refresh(self) -> None:
-        """Re-evaluates time-dependent status (expiry) without any change of objects."""
+        """Re-evaluates time-dependent status (expiry) without any change of objects.
+        Called by the expiry timer's thread at the next notBefore/expiresAt of a grant."""
         with self._lock:
             self._rebuild()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _schedule(self, parsed: Iterable[ParsedObject], now: datetime) -> None:
+        """Arms the timer for the earliest future notBefore/expiresAt (one timer, replaced)."""
+        moments = [t for p in parsed if p.grant is not None
+                   for t in (p.grant.not_before, p.grant.expires_at) if t is not None and t > now]
+        due = min(moments, default=None)
+        if due == self._timer_due or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_due = None, due
+        if due is not None:
+            # A little after the moment, so that the rebuild sees it as past (1 s resolution).
+            delay = (due - now + timedelta(milliseconds=50)).total_seconds()
+            self._timer = threading.Timer(delay, self.refresh)
+            self._timer.name, self._timer.daemon = "expiry-timer", True
+            self._timer.start()
 
     def _rebuild(self) -> None:
         now = datetime.now(UTC)
@@ -64,6 +96,7 @@ class Inventory:
         self._store.replace(snapshot_of(parsed))
         # Forget what was reported for objects that are gone.
         self._reported = {uid: r for uid, r in self._reported.items() if uid in self._objects}
+        self._schedule(parsed, now)
         if self._writer is not None:
             for p in parsed:
                 self._reconcile_status(p, now)

@@ -75,12 +75,22 @@ def read_keys(paths: list[Path]) -> list[str]:
     return keys
 
 
-def ssh_config(*, host: str, port: int, alias: str = "podssh", identity: str | None = None) -> str:
+def ssh_config(*, host: str, port: int, alias: str = "podssh", identity: str | None = None,
+               known_hosts: str = "~/.ssh/podssh_known_hosts") -> str:
+    """The gateway's host keys are pinned from `podssh known-hosts` (read from the cluster),
+    never trusted on first use: HostKeyAlias names them the same whatever address is used."""
+    for what, value in (("--host", host), ("--alias", alias), ("--known-hosts-file", known_hosts)):
+        if not value or any(c.isspace() or c in "\"#," for c in value):
+            raise ValueError(f"{what} {value!r} cannot be written in ssh_config")
     lines = [
         f"# podssh gateway: ssh NAMESPACE/POD@{alias}, scp FILE NAMESPACE/POD@{alias}:PATH",
+        f"# Pin its host keys first: podssh known-hosts --host {host} --port {port} --alias {alias} > {known_hosts}",
         f"Host {alias}",
         f"    HostName {host}",
         f"    Port {port}",
+        f"    HostKeyAlias {alias}",
+        f"    UserKnownHostsFile {known_hosts}",
+        "    StrictHostKeyChecking yes",
         "    # The target is the user name; never fall back to other authentication methods.",
         "    PreferredAuthentications publickey",
         "    ServerAliveInterval 30",

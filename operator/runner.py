@@ -109,5 +109,6 @@ class ControlPlane:
         self._relist.set()
         for t in self._threads:
             t.join(10)
+        self.inventory.close()
         if self.writer:
             self.writer.stop()

@@ -16,6 +16,7 @@ from typing import Any
 
 from .certificates import UserCertificate
 from .durations import parse_duration, parse_time
+from .envnames import valid_env_name
 from .keys import InvalidKeyError, PublicKey, parse_public_key
 from .labelselector import LabelSelector
 
@@ -82,6 +83,10 @@ class Grant:
         return self.containers is None or container is None or container in self.containers
 
     def env_allowed(self, name: str) -> bool:
+        """Whether a client may set `name`: a plain identifier (whatever the grant lists), and
+        TERM, LANG, LC_* or a name of the grant's spec.env."""
+        if not valid_env_name(name):
+            return False
         return name in DEFAULT_ENV or name.startswith("LC_") or name in self.env
 
 
@@ -215,6 +220,10 @@ class AccessSnapshot:
             return ()
         found: tuple[Grant, ...] = self._by_ca.get(cert.ca_fingerprint, ())  # type: ignore[attr-defined]
         return tuple(g for g in found if g.active_at(now) and g.user in cert.principals)
+
+    def has_authority(self, ca_fingerprint: str) -> bool:
+        """Whether some grant trusts this CA: asked before a certificate's signature is verified."""
+        return ca_fingerprint in self._by_ca  # type: ignore[attr-defined]
 
     def grants_for(self, identity: Identity, now: datetime | None = None) -> tuple[Grant, ...]:
         if identity.certificate is not None:

@@ -26,7 +26,9 @@ class AuditTrail:
         now = time.time()
         entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
                  "audit": True, "event": name, **fields}
-        line = json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+        # ASCII only: U+2028, U+0085 and friends are line ends to some line readers, and a
+        # client-chosen string (a target name, a command) must not split a record in two.
+        line = json.dumps(entry, default=str, ensure_ascii=True) + "\n"
         with self._lock:
             try:
                 self._stream.write(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -38,7 +39,10 @@ def covering_grant(session: Session, grants: tuple[Grant, ...]) -> Grant | None:
     return (same or ok or [None])[0]
 
 
-def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float) -> Verdict | None:
+def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float,
+          claim: Callable[[Session, Grant], bool]) -> Verdict | None:
+    """Whether a live session may go on. `claim` moves the session onto another covering grant
+    when its own no longer covers it, counted against that grant's maxSessions (atomically)."""
     if session.grant is None or session.conn.identity is None:
         return None  # not started yet: the session checks its grant itself when it starts
     grant = covering_grant(session, snapshot.grants_for(session.conn.identity, now))
@@ -50,7 +54,12 @@ def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float
         if cert is not None and not cert.valid_at(now):
             return Verdict("expired", "your certificate expired")
         return Verdict("revoked", f"access {session.grant.ref} was revoked")
-    session.grant = grant
+    if session.grant.uid != grant.uid and not claim(session, grant):
+        # Its own grant no longer covers it; another one would, but has no free place: moving
+        # the session there would exceed that grant's maxSessions.
+        return Verdict("limit", f"access {session.grant.ref} was revoked and {grant.ref} allows at most "
+                                f"{grant.limits.max_sessions} concurrent sessions")
+    session.grant = grant  # the same grant, perhaps edited (new limits), or the one just claimed
     limits = grant.limits
     if limits.max_session_duration is not None:
         left = limits.max_session_duration - (mono - session.started)
@@ -92,11 +101,14 @@ class Enforcer:
             except Exception:  # never let a bug stop enforcement for good
                 log.exception("enforcer_failed")
 
+    def _claim(self, session: Session, grant: Grant) -> bool:
+        return self._gw.claim_grant(session, (grant,)) is not None
+
     def check_all(self) -> None:
         snapshot = self._gw.store.current
         now, mono = datetime.now(UTC), time.monotonic()
         for session in self._gw.sessions():
-            verdict = judge(session, snapshot, now, mono)
+            verdict = judge(session, snapshot, now, mono, self._claim)
             if verdict is not None:
                 event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.reason,
                       message=verdict.message)

@@ -141,6 +141,9 @@ class Gateway:
         opts.ciphers = tuple(c for c in s.ciphers if c in paramiko.Transport._preferred_ciphers)
         for key in self._host_keys:
             t.add_server_key(key)
+        certs = tuple(k.get_name() for k in self._host_keys if k.get_name().endswith("-cert-v01@openssh.com"))
+        if certs:  # host certificates (hostcerts.py): paramiko offers only the types listed here
+            opts.key_types = certs + tuple(paramiko.Transport._preferred_keys)
         t.banner_timeout = min(s.version_timeout, s.login_grace_time)
         t.handshake_timeout = s.login_grace_time
         t.auth_timeout = s.login_grace_time

@@ -23,6 +23,7 @@ import threading
 from .execstream import ExecError
 from .logevents import event
 from .podexec import PodRunner
+from .trusted import TRUSTED_FUNCTIONS, first_trusted
 
 log = logging.getLogger("podssh.hangup")
 
@@ -33,10 +34,14 @@ ENV = "PODSSH_SESSION"  # also spelled out in the script
 _RUNNING = threading.BoundedSemaphore(16)
 
 # grep without -F: busybox's -F stops at the first NUL of a line, and environ is NUL-separated.
-_SCRIPT = r"""
+# grep by a checked absolute path (trusted.py): under a grant whose shell is a fixed command,
+# the user may have been able to upload files, but not to have the gateway run them.
+_SCRIPT = TRUSTED_FUNCTIONS + first_trusted("grep", ("/bin/grep", "/usr/bin/grep")) + r"""
+token=$1
+[ -n "$grep" ] || { echo "no trusted grep" >&2; exit 1; }
 stat() { read -r st < "/proc/$1/stat" || return 1; st=${st##*) }; }
 leader=
-for f in $(grep -l "PODSSH_SESSION=$1" /proc/[0-9]*/environ 2>/dev/null); do
+for f in $("$grep" -l "PODSSH_SESSION=$token" /proc/[0-9]*/environ 2>/dev/null); do
   p=${f#/proc/}; p=${p%/environ}
   stat "$p" 2>/dev/null || continue
   set -- $st

@@ -54,14 +54,15 @@ class PodRunner:
         self._activity()  # a session working through many short commands is not idle
         return ExecStream.open(self._kube, replace(self._base, command=tuple(argv), stdin=stdin), self._timeout)
 
-    def run(self, argv: Sequence[str], stdin: bytes | None = None) -> Result:
+    def run(self, argv: Sequence[str], stdin: bytes | None = None, limit: int = OUTPUT_LIMIT) -> Result:
+        """Runs argv to its end; keeps at most `limit` bytes of each output."""
         stream = self._open(argv, stdin is not None)
         try:
             if stdin is not None:
                 if stdin:
                     stream.send_stdin(stdin)
                 stream.close_stdin()
-            return collect(stream, OUTPUT_LIMIT)
+            return collect(stream, limit)
         finally:
             stream.close()
 
@@ -94,8 +95,8 @@ class StreamReader:
             if channel == STDOUT:
                 self._buffer.append(data)
                 self._buffered += len(data)
-            elif channel == STDERR:
-                self.stderr += data[:4096]
+            elif channel == STDERR and len(self.stderr) < 4096:
+                self.stderr += data[:4096 - len(self.stderr)]
             elif channel == STATUS:
                 self.status = parse_status(data)
         out = bytearray()

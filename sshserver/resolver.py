@@ -46,25 +46,33 @@ class PodResolver:
         return TargetError(f"cannot {what}: {_reason(exc)}")
 
     def resolve(self, target: Target, grants: Sequence[Grant], container_matters: bool = True) -> ResolvedTarget:
+        """The container, or a TargetError. Whether a grant covers the pod is checked before
+        anything about it is said: a pod the key cannot reach gets the same answer as a
+        missing one (no phase, no container names)."""
         namespaces = sorted({g.namespace for g in grants})
         if target.namespace is not None:
             if target.namespace not in namespaces:
                 raise TargetError(f"not permitted: this key has no access in namespace {target.namespace!r}")
             namespaces = [target.namespace]
         if target.kind:
-            pod = self._pod_of_workload(namespaces[0], target.kind, target.name)
+            pod = self._pod_of_workload(namespaces[0], target.kind, target.name, grants)
         else:
-            pod = self._find_pod(namespaces, target.name)
+            pod = self._find_pod(namespaces, target.name, grants)
         namespace, name = pod.metadata.namespace, pod.metadata.name
         if (pod.status.phase or "") != "Running":
             raise TargetError(f"pod {namespace}/{name} is not running (phase {pod.status.phase})")
-        container = self._container(pod, target.container) if container_matters else None
         labels = pod.metadata.labels or {}
+        container = self._container(pod, target.container, grants) if container_matters else None
         covering = tuple(g for g in grants if g.covers(namespace, labels, container))
         if not covering:
-            where = f"{namespace}/{name}" + (f":{container}" if container else "")
-            raise TargetError(f"not permitted: this key has no grant for {where}")
+            raise TargetError(f"not permitted: this key has no grant for container {container!r} of {namespace}/{name}")
         return ResolvedTarget(namespace, name, container, dict(labels), covering)
+
+    @staticmethod
+    def _reachable(pod: Any, grants: Sequence[Grant]) -> bool:
+        """Some grant covers the pod (namespace and labels), whatever its containers."""
+        labels = pod.metadata.labels or {}
+        return any(g.covers(pod.metadata.namespace, labels, None) for g in grants)
 
     def _read_pod(self, namespace: str, name: str) -> Any | None:
         try:
@@ -74,17 +82,18 @@ class PodResolver:
                 return None
             raise self._failed(exc, f"read pod {namespace}/{name}") from None
 
-    def _find_pod(self, namespaces: Sequence[str], name: str) -> Any:
-        found = [p for p in (self._read_pod(ns, name) for ns in namespaces) if p is not None]
+    def _find_pod(self, namespaces: Sequence[str], name: str, grants: Sequence[Grant]) -> Any:
+        found = [p for p in (self._read_pod(ns, name) for ns in namespaces)
+                 if p is not None and self._reachable(p, grants)]
         if not found:
             where = namespaces[0] if len(namespaces) == 1 else "any namespace this key can access"
-            raise TargetError(f"unknown pod {name!r} in {where}")
+            raise TargetError(f"unknown pod {name!r} in {where}, or not permitted for this key")
         if len(found) > 1:
             candidates = ", ".join(f"{p.metadata.namespace}/{name}" for p in found)
             raise TargetError(f"ambiguous target {name!r}: name the namespace, one of {candidates}")
         return found[0]
 
-    def _pod_of_workload(self, namespace: str, kind: str, name: str) -> Any:
+    def _pod_of_workload(self, namespace: str, kind: str, name: str, grants: Sequence[Grant]) -> Any:
         readers = {
             "deployments": self._kube.apps.read_namespaced_deployment,
             "statefulsets": self._kube.apps.read_namespaced_stateful_set,
@@ -93,11 +102,12 @@ class PodResolver:
             "jobs": self._kube.batch.read_namespaced_job,
         }
         singular = kind.rstrip("s")
+        unknown = TargetError(f"unknown {singular} {namespace}/{name}, or not permitted for this key")
         try:
             workload = readers[kind](name, namespace, _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status == 404:
-                raise TargetError(f"unknown {singular} {namespace}/{name}") from None
+                raise unknown from None
             raise self._failed(exc, f"read {singular} {namespace}/{name}") from None
         sel = workload.spec.selector
         selector = LabelSelector.from_dict(self._kube.api_client.sanitize_for_serialization(sel) if sel else {})
@@ -107,6 +117,9 @@ class PodResolver:
             ).items
         except ApiException as exc:
             raise self._failed(exc, f"list pods of {singular} {namespace}/{name}") from None
+        pods = [p for p in pods if self._reachable(p, grants)]
+        if not pods:  # the workload exists, but nothing of it is this key's to see
+            raise unknown
         running = [p for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"]
         ready = sorted((p for p in running if _is_ready(p)), key=lambda p: p.metadata.name)
         if ready:
@@ -116,15 +129,17 @@ class PodResolver:
         raise TargetError(f"{singular} {namespace}/{name} has no running pod")
 
     @staticmethod
-    def _container(pod: Any, wanted: str | None) -> str:
+    def _container(pod: Any, wanted: str | None, grants: Sequence[Grant]) -> str:
         names = [c.name for c in pod.spec.containers]
+        ns, labels = pod.metadata.namespace, pod.metadata.labels or {}
         if wanted is None:
             annotated = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER_ANNOTATION)
             wanted = annotated if annotated in names else names[0]
-        elif wanted not in names:
+        elif wanted not in names or not any(g.covers(ns, labels, wanted) for g in grants):
+            allowed = [n for n in names if any(g.covers(ns, labels, n) for g in grants)]  # only what may be seen
             raise TargetError(
-                f"no such container {wanted!r} in pod {pod.metadata.namespace}/{pod.metadata.name}"
-                f" (containers: {', '.join(names)})"
+                f"no such container {wanted!r} in pod {ns}/{pod.metadata.name}, or not permitted for this key"
+                f" (containers: {', '.join(allowed) or 'none for this key'})"
             )
         for status in pod.status.container_statuses or []:
             if status.name == wanted and not (status.state and status.state.running):

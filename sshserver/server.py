@@ -21,8 +21,9 @@ from paramiko import (
 )
 
 from .access import Identity
-from .certificates import CertificateError, is_certificate, parse_user_certificate
+from .certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
 from .connection import Connection, PtyRequest
+from .envnames import valid_env_name
 from .forward import LOCAL_NAMES
 from .keys import fingerprint
 from .logevents import event
@@ -77,12 +78,18 @@ class GatewayServer(paramiko.ServerInterface):
         fp = fingerprint(blob)
         if is_certificate(blob):
             try:
-                identity = Identity(fp, parse_user_certificate(blob))
+                cert = parse_user_certificate(blob, self._gw.store.current.has_authority)
             except CertificateError as exc:
                 return self._fail(username, "publickey-cert", fp, str(exc))
-            method = "publickey-cert"
+            if not cert.allows_source(conn.peer):  # sshd's source-address critical option
+                return self._fail(username, "publickey-cert", fp, "certificate source-address excludes this address")
+            identity, method = Identity(fp, cert), "publickey-cert"
         else:
             identity, method = Identity(fp), "publickey"
+        revoked = self._gw.settings.revoked_keys
+        why = revoked.why_revoked(blob, identity.certificate) if revoked is not None else None
+        if why:
+            return self._fail(username, method, fp, why)
         grants = self._gw.store.current.grants_for(identity)
         if not grants:
             return self._fail(username, method, fp)
@@ -118,7 +125,8 @@ class GatewayServer(paramiko.ServerInterface):
         transport = self._conn.transport
         if transport is None or not transport.is_authenticated():
             return False
-        return self._gw.note_authenticated(self._conn)  # recorded before any request it permits
+        # Recorded before any request it permits; False: the connection is being hung up.
+        return self._gw.note_authenticated(self._conn) is not False
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if not self._logged_in():
@@ -135,10 +143,10 @@ class GatewayServer(paramiko.ServerInterface):
         ssh -L included) on this connection, as sshd's MaxSessions. Counts the Transport's open
         channels: a closed one stops counting at once."""
         conn, s = self._conn, self._gw.settings
-        transport = conn.transport
-        if transport is None:
-            return True
-        open_ids = [c.get_id() for c in list(transport._channels.values()) if not c.closed]
+        channels = getattr(conn.transport, "_channels", None)  # paramiko's ChannelMap
+        if channels is None:
+            return False
+        open_ids = [c.get_id() for c in list(channels.values()) if not c.closed]
         with conn.lock:
             sessions = sum(1 for i in open_ids if (r := conn.requests.get(i)) is None or r.forward is None)
         full = len(open_ids) >= s.max_channels or (session and sessions >= s.max_sessions)
@@ -156,6 +164,11 @@ class GatewayServer(paramiko.ServerInterface):
             return OPEN_FAILED_RESOURCE_SHORTAGE
         host, port = (destination[0], destination[1]) if destination else ("", 0)
         host = _text(host).lower()
+        cert = self._certificate()
+        if cert is not None and not cert.permit_port_forwarding:
+            event(log, "forward_refused", conn=conn.id, host=host[:64], port=port,
+                  reason="certificate without permit-port-forwarding")
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         allowed_ports = {p for g in conn.grants for p in g.allow.port_forward}
         if host not in LOCAL_NAMES or port not in allowed_ports:
             why = "not the pod itself (use localhost)" if host not in LOCAL_NAMES else "port not allowed"
@@ -164,8 +177,16 @@ class GatewayServer(paramiko.ServerInterface):
         conn.channel_requests(chanid).forward = (host, port)
         return OPEN_SUCCEEDED
 
+    def _certificate(self) -> UserCertificate | None:
+        identity = self._conn.identity
+        return identity.certificate if identity is not None else None
+
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int, height: int,
                                   pixelwidth: int, pixelheight: int, modes: bytes) -> bool:
+        cert = self._certificate()
+        if cert is not None and not cert.permit_pty:  # as sshd: no tty, the session goes on without
+            event(log, "pty_refused", conn=self._conn.id, reason="certificate without permit-pty")
+            return False
         reqs = self._conn.channel_requests(channel.get_id())
         reqs.pty = PtyRequest(_text(term)[:64] or "xterm", _clamp(width, 80), _clamp(height, 24))
         return True
@@ -185,7 +206,8 @@ class GatewayServer(paramiko.ServerInterface):
         if not self._count_env(channel.get_id(), len(name) + len(value)):
             return False
         key, val = _text(name), _text(value)
-        if len(val) > MAX_ENV_VALUE or "\0" in key or "\0" in val:
+        if len(val) > MAX_ENV_VALUE or "\0" in val or not valid_env_name(key):
+            # Not an identifier (`LC_X;id>P`): refused here, and build_command never pastes it.
             return False
         if not any(g.env_allowed(key) for g in self._conn.grants):
             return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Mapping
@@ -22,13 +21,16 @@ from . import hangup
 from .access import Grant
 from .bridge import Bridge, SessionEnd, SessionRefused
 from .connection import ChannelRequests, Connection
+from .envnames import valid_env_name
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
 from .logevents import event
 from .podexec import PodRunner
 from .recording import Recording
-from .sftp_local import GatewaySFTPServer, PodFileSystem
+from .sftp_local import SHELL, GatewaySFTPServer, PodFileSystem, Tools
+from .sftp_local import probe as sftp_probe
 from .target import TargetError, parse_target
+from .trusted import TRUSTED_FUNCTIONS, first_trusted
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -37,7 +39,26 @@ log = logging.getLogger("podssh.session")
 
 HANGUP_TIMEOUT = 5.0
 
+STTY = ("/bin/stty", "/usr/bin/stty")
 LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
+
+
+def _exports(env: Mapping[str, str], first: int) -> tuple[str, list[str]]:
+    """Shell text that exports env from positional parameters starting at $first, and those
+    parameters. Only parameter numbers are written into the script: names and values, both
+    the client's, arrive as arguments and are never parsed as shell code. A name that is not
+    an identifier is dropped here too (the env hook refused it already)."""
+    args: list[str] = []
+    words: list[str] = []
+    for name, value in sorted(env.items()):
+        if not valid_env_name(name):
+            continue
+        n = first + len(args)
+        words.append(f'"${{{n}}}=${{{n + 1}}}"')
+        args += [name, value]
+    if not words:
+        return "", []
+    return f"export {' '.join(words)}; shift {len(args)}; ", args
 
 
 def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
@@ -48,36 +69,31 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     program: containerd drops a resize message that arrives before the exec'd process has
     started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
     `token` marks the exec's processes for the hangup at the end (see hangup.py).
+
+    The script (argv[2]) is fixed text: the client's strings (env names and values, the
+    command) are positional parameters, consumed by `shift` before the command runs.
     """
+    env = {k: v for k, v in env.items() if valid_env_name(k)}
     if kind == "shell" and grant.shell_command and not env and size is None:
         return grant.shell_command  # it may run where there is no /bin/sh at all
-    marked = {**env, hangup.ENV: token} if token else dict(env)
-    prelude = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(marked.items()))
+    marked = {**env, hangup.ENV: token} if token else env
+    prelude, env_args = _exports(marked, 1)
     if size is not None:
-        prelude += f"stty cols {int(size[0])} rows {int(size[1])} 2>/dev/null; "
+        # stty by a checked path (a shellCommand grant may allow no command of the user's), in a
+        # subshell so that the check's variables never touch the session's environment.
+        prelude += ("(" + TRUSTED_FUNCTIONS + first_trusted("stty", STTY) +
+                    f'[ -n "$stty" ] && "$stty" cols {int(size[0])} rows {int(size[1])} 2>/dev/null); ')
     if kind == "shell" and grant.shell_command:
-        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *grant.shell_command)
+        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *env_args, *grant.shell_command)
     if kind == "shell":
-        return ("/bin/sh", "-c", prelude + LOGIN_SHELL)
+        return ("/bin/sh", "-c", prelude + LOGIN_SHELL, "sh", *env_args)
     if kind == "sftp":
         return ("sftp-server",)  # replaced by the path found in the container
     assert command is not None
     # The command runs in a child shell while this one keeps the exec's stdout open: containerd
     # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
     # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
-    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", command)
-
-
-SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
-                "/usr/libexec/sftp-server", "/usr/lib/sftp-server", "/usr/sbin/sftp-server")
-
-
-def find_sftp_server(runner: PodRunner) -> str | None:
-    """The container's own sftp-server, if it has one: exec'ing it is the fast path."""
-    probe = 'for p in "$@"; do if [ -x "$p" ]; then echo "$p"; exit 0; fi; done; exit 1'
-    result = runner.run(["/bin/sh", "-c", probe, "sh", *SFTP_SERVERS])
-    path = result.stdout.decode(errors="replace").strip()
-    return path if result.ok and path in SFTP_SERVERS else None
+    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", *env_args, command)
 
 
 def missing_tool_hint(command: str | None) -> str | None:
@@ -106,6 +122,14 @@ class Session(Bridge):
 
     def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, kind: str,
                  command: str | None, requests: ChannelRequests) -> None:
+        # A certificate's force-command runs instead of what the client asked, as under sshd; it
+        # is a command, so the grant must allow exec. sftp is refused then (see _prepare).
+        cert = conn.identity.certificate if conn.identity is not None else None
+        self.forced = cert.force_command if cert is not None and kind != "sftp" else None
+        self.requested_command = command
+        if self.forced is not None:
+            kind, command = "exec", self.forced
+        self.sftp_forbidden = cert is not None and cert.force_command is not None and kind == "sftp"
         super().__init__(gateway, conn, channel, kind)
         self.command = command
         self._requests = requests
@@ -182,14 +206,18 @@ class Session(Bridge):
         if self._ended_by:
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
         if self.kind == "sftp":
+            # The container's sftp-server is a program the user could have uploaded: only a
+            # grant that may run commands anyway gets it (fast path). Any other is served by the
+            # gateway, with tools by absolute path (see sftp_local).
+            may_exec = self.grant is not None and self.grant.allow.exec
             try:
-                server = find_sftp_server(self._runner(req))
+                tools = sftp_probe(self._runner(req), want_server=may_exec)
             except ExecError as exc:
                 self._gw.api_error(exc.reason)
                 return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-            if server is None:  # nothing to exec: the gateway speaks SFTP itself
-                return self._serve_sftp_here(req)
-            req = replace(req, command=(server,))  # it ends by itself at stdin's EOF: no hangup
+            if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
+                return self._serve_sftp_here(req, tools, may_exec)
+            req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
         setup = time.monotonic()
         try:
             stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
@@ -229,6 +257,8 @@ class Session(Bridge):
         return SessionEnd(status.code, "exit" if status.error is None else "error", status.error)
 
     def _prepare(self) -> ExecRequest:
+        if self.sftp_forbidden:
+            raise SessionRefused("not permitted: this certificate has a force-command, which sftp cannot run")
         target = parse_target(self.conn.username or "")
         snapshot_grants = self._gw.current_grants(self.conn)
         if not snapshot_grants:
@@ -246,6 +276,8 @@ class Session(Bridge):
             limit = allowed[0].limits.max_sessions
             raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
         env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
+        if self.forced is not None and self.requested_command is not None:
+            env["SSH_ORIGINAL_COMMAND"] = self.requested_command  # as sshd, for the forced command
         pty = self._requests.pty
         if pty:
             env["TERM"] = pty.term
@@ -262,7 +294,9 @@ class Session(Bridge):
             "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
             container=req.container, grant=self.grant.ref if self.grant else None,
             user=self.grant.user if self.grant else None, pty=self.tty,
-            command=self.command[:1024] if self.command else None, **fields)
+            command=self.command[:1024] if self.command else None,
+            **({"forced": True, "requested_command": (self.requested_command or "")[:1024]} if self.forced else {}),
+            **fields)
         self._gw.observe_start(self)
 
     def _runner(self, req: ExecRequest) -> PodRunner:
@@ -271,9 +305,13 @@ class Session(Bridge):
     def _touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def _serve_sftp_here(self, req: ExecRequest) -> SessionEnd:
-        """SFTP for containers without sftp-server: paramiko's server over execs of standard tools."""
-        server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req))
+    def _serve_sftp_here(self, req: ExecRequest, tools: Tools, may_exec: bool) -> SessionEnd:
+        """SFTP served by the gateway: paramiko's server over execs of the probed tools."""
+        if not tools.shell_trusted and not may_exec:
+            return SessionEnd(1, "refused", f"sftp: the container's {SHELL} could have been written by its user; "
+                              "the gateway runs nothing there for an sftp-only grant")
+        server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
+                                   tools=tools)
         self._stream = _ChannelCloser(self.channel)
         self.opened = True
         if self._ended_by:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .revocation import RevokedKeysFile
 
 GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
@@ -54,3 +58,4 @@ class GatewaySettings:
     # the cleanup execs competed with new logins (500-session benchmark), not yet resolved.
     hang_up: bool = False
     record_dir: Path | None = None  # asciicast recordings of interactive sessions
+    revoked_keys: RevokedKeysFile | None = None  # like sshd's RevokedKeys; re-read when it changes

@@ -1,8 +1,17 @@
-"""SFTP served by the gateway itself, for containers without an `sftp-server` binary.
+"""SFTP served by the gateway itself: for containers without an `sftp-server` binary, and for
+every grant that allows sftp but not exec.
 
 paramiko speaks the protocol; every file-system operation is one exec of a standard tool in
 the container (stat, find, cat, mkdir, mv, …). A directory listing is one exec, whatever the
 number of entries; a download or upload is one streaming exec, plus one to check the path.
+
+What an sftp-only grant must not reach is command execution, and the user can write files:
+so tools are never looked up through PATH (a directory the user can write may come first).
+One probe exec at the start of the session (`probe`) picks each tool by absolute path in
+the system directories, and only a file the exec's user cannot have put there (trusted.py):
+for a non-root user, neither the file nor any directory above it is writable; for root (who
+can write everything anyway), file and directories are owned by root. Paths from the client are
+made absolute before they reach a tool, so none can be taken for an option.
 """
 
 from __future__ import annotations
@@ -11,14 +20,89 @@ import contextlib
 import os
 import posixpath
 import stat as statmod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
 from .podexec import PodRunner, Result, StreamReader, StreamWriter
+from .trusted import TRUSTED_FUNCTIONS
 
 STAT_FORMAT = "%f %s %u %g %X %Y %n"  # raw mode (hex), size, uid, gid, atime, mtime, name
+
+SHELL = "/bin/sh"  # the one program run by a fixed path before any check: the probe itself
+SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin")
+TOOLS = ("stat", "find", "cat", "tail", "dd", "mkdir", "mv", "rm", "rmdir", "readlink", "ln", "chmod", "chown",
+         "touch", "truncate")
+SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
+                "/usr/libexec/sftp-server", "/usr/lib/sftp-server", "/usr/sbin/sftp-server")
+
+# Prints each argument that is an executable regular file the exec's user cannot have written
+# (see trusted.py). Shell builtins only: no tool is trusted before.
+PROBE = TRUSTED_FUNCTIONS + """for p in "$@"; do if trusted "$p"; then printf '%s\\n' "$p"; fi; done
+"""
+
+MAX_READ = 256 * 1024  # per READ request, as OpenSSH's sftp-server: fewer bytes are returned
+MAX_HANDLES = 64  # open files and directories per session
+MAX_FOLDERS = 8  # of which directories: each holds its whole listing until closed
+MAX_LISTING = 8 * 1024 * 1024  # bytes of `stat` output per directory listing
+MAX_PENDING = 16 * 1024 * 1024  # out-of-order write data held per session, all handles together
+MAX_PACKET = 256 * 1024 + 1024  # an SFTP message (OpenSSH's SFTP_MAX_MSG_LENGTH, plus headers)
+
+
+class ToolError(Exception):
+    """A tool the gateway needs is missing or not trustworthy; the message says which."""
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Absolute paths of the tools the gateway's SFTP runs in one container, and of the
+    container's own sftp-server when the caller may use it."""
+
+    paths: Mapping[str, str]
+    sftp_server: str | None = None
+    shell_trusted: bool = True  # SHELL itself passed the check (it ran the probe regardless)
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self.paths[name]
+        except KeyError:
+            raise ToolError(f"no trusted {name} in the container (looked in {', '.join(SYSTEM_DIRS)})") from None
+
+
+def probe(runner: PodRunner, want_server: bool) -> Tools:
+    """One exec: which tools (and, if wanted, which sftp-server) may be run, by absolute path."""
+    candidates = [SHELL, *(f"{d}/{t}" for t in TOOLS for d in SYSTEM_DIRS)]
+    if want_server:
+        candidates = [*SFTP_SERVERS, *candidates]
+    result = runner.run([SHELL, "-c", PROBE, "sh", *candidates])
+    found = set(result.stdout.decode(errors="replace").splitlines()) & set(candidates)
+    paths = {}
+    for tool in TOOLS:
+        path = next((f"{d}/{tool}" for d in SYSTEM_DIRS if f"{d}/{tool}" in found), None)
+        if path is not None:
+            paths[tool] = path
+    server = next((p for p in SFTP_SERVERS if p in found), None) if want_server else None
+    return Tools(MappingProxyType(paths), server, SHELL in found)
+
+
+class PendingBudget:
+    """Out-of-order write data held by one session, across its handles."""
+
+    def __init__(self, limit: int = MAX_PENDING) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 def _error_code(result: Result) -> int:
@@ -30,36 +114,66 @@ def _error_code(result: Result) -> int:
     return SFTP_FAILURE
 
 
+_U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _number(text: str, base: int = 10) -> int | None:
+    """A plain non-negative or negative number as stat prints it; None for anything else
+    (no `_`, no `+`, no spaces: int() would accept those)."""
+    digits = text[1:] if text.startswith("-") else text
+    ok = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not digits or len(digits) > 24 or any(c not in ok for c in digits):
+        return None
+    return int(text, base)
+
+
 def parse_stat_line(line: str) -> paramiko.SFTPAttributes | None:
+    """One line of `stat -c STAT_FORMAT`; None unless every field fits SFTP v3 (times are
+    unsigned 32-bit there: earlier or later ones are clamped, as OpenSSH's sftp-server does)."""
     parts = line.split(" ", 6)
     if len(parts) != 7:
         return None
-    try:
-        mode, size, uid, gid, atime, mtime = int(parts[0], 16), *(int(p) for p in parts[1:6])
-    except ValueError:
+    mode, size, uid, gid, atime, mtime = _number(parts[0], 16), *(_number(p) for p in parts[1:6])
+    if mode is None or size is None or uid is None or gid is None or atime is None or mtime is None:
+        return None
+    if not (0 <= mode <= _U32 and 0 <= size <= _U64 and 0 <= uid <= _U32 and 0 <= gid <= _U32):
         return None
     attr = paramiko.SFTPAttributes()
     attr.st_mode, attr.st_size, attr.st_uid, attr.st_gid = mode, size, uid, gid
-    attr.st_atime, attr.st_mtime = atime, mtime
+    attr.st_atime, attr.st_mtime = min(max(atime, 0), _U32), min(max(mtime, 0), _U32)
     attr.filename = posixpath.basename(parts[6]) or parts[6]
     return attr
+
+
+def resolve_path(cwd: str, path: str) -> str | None:
+    """A client's path as a tool gets it: absolute (relative ones are taken from cwd, as
+    sftp-server does), so it never starts with `-`; None for a path no file can have."""
+    if "\0" in path:
+        return None
+    resolved = posixpath.join(cwd, path) if path else cwd
+    return resolved if resolved.startswith("/") else "/" + resolved
 
 
 class PodReadHandle(paramiko.SFTPHandle):
     """Streams the file with one `cat`; a read elsewhere than where the last one ended restarts
     the stream at that offset (`tail -c +N`), so clients that read in order pay one exec."""
 
-    def __init__(self, runner: PodRunner, path: str, flags: int) -> None:
+    def __init__(self, runner: PodRunner, tools: Tools, path: str, flags: int) -> None:
         super().__init__(flags)
-        self._runner, self._path = runner, path
+        self._runner, self._tools, self._path = runner, tools, path
         self._reader: StreamReader | None = None
         self._pos = 0
 
     def read(self, offset: int, length: int) -> bytes | int:
+        length = min(length, MAX_READ)  # the client asks; what is buffered for it is ours to bound
         if self._reader is None or offset != self._pos:
             if self._reader is not None:
                 self._reader.close()
-            argv = ["cat", "--", self._path] if offset == 0 else ["tail", "-c", f"+{offset + 1}", "--", self._path]
+            try:
+                argv = ([self._tools["cat"], "--", self._path] if offset == 0 else
+                        [self._tools["tail"], "-c", f"+{int(offset) + 1}", "--", self._path])
+            except ToolError:
+                return SFTP_OP_UNSUPPORTED
             self._reader = self._runner.reader(argv)
             self._pos = offset
         data = self._reader.read(length)
@@ -69,7 +183,7 @@ class PodReadHandle(paramiko.SFTPHandle):
         return data
 
     def stat(self) -> paramiko.SFTPAttributes | int:
-        return PodFileSystem.stat_path(self._runner, self._path, follow=True)
+        return PodFileSystem.stat_path(self._runner, self._tools, self._path, follow=True)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -80,57 +194,63 @@ class PodReadHandle(paramiko.SFTPHandle):
 class PodWriteHandle(paramiko.SFTPHandle):
     """Streams into one `dd … conv=notrunc` that starts where the first write does (or `cat >>`
     for append). Clients keep many writes in flight and they may arrive out of order: early
-    ones wait (up to MAX_PENDING bytes) until the gap before them is filled."""
+    ones wait until the gap before them is filled, within the session's PendingBudget."""
 
-    MAX_PENDING = 32 * 1024 * 1024
     BLOCK = 64 * 1024
 
-    def __init__(self, runner: PodRunner, path: str, flags: int) -> None:
+    def __init__(self, runner: PodRunner, tools: Tools, path: str, flags: int,
+                 budget: PendingBudget | None = None) -> None:
         super().__init__(flags)
-        self._runner, self._path = runner, path
+        self._runner, self._tools, self._path = runner, tools, path
+        self._budget = budget if budget is not None else PendingBudget()
         self._append = bool(flags & os.O_APPEND)
         self._writer: StreamWriter | None = None
         self._pos = -1  # set by the first write
         self._pending: dict[int, bytes] = {}
-        self._pending_bytes = 0
         self._closed = False
         self.failed = False
 
     def _start(self, offset: int) -> bool:
+        # The tools are arguments ($2): a script names none by PATH (see the module docstring).
         if self._append:
-            script = 'cat >> "$1"; exit $?'
+            script = '"$2" >> "$1"; exit $?'
+            tool = self._tools["cat"]
         elif offset % self.BLOCK == 0:
             # Overwrite in place from `offset` on, keeping what lies beyond (no O_TRUNC here).
-            script = f'dd of="$1" bs={self.BLOCK} seek={offset // self.BLOCK} conv=notrunc 2>/dev/null; exit $?'
+            script = f'"$2" of="$1" bs={self.BLOCK} seek={int(offset) // self.BLOCK} conv=notrunc 2>/dev/null; exit $?'
+            tool = self._tools["dd"]
         elif offset < self.BLOCK:
-            script = f'dd of="$1" obs={offset} seek=1 conv=notrunc 2>/dev/null; exit $?'
+            script = f'"$2" of="$1" obs={int(offset)} seek=1 conv=notrunc 2>/dev/null; exit $?'
+            tool = self._tools["dd"]
         else:
             return False
         # `; exit $?` keeps the shell (and the exec's stdout) alive: see session.build_command.
-        self._writer = self._runner.writer(["sh", "-c", script, "sh", self._path])
+        self._writer = self._runner.writer([SHELL, "-c", script, "sh", self._path, tool])
         self._pos = offset
         return True
 
     def write(self, offset: int, data: bytes) -> int:
         if self.failed or self._closed:
             return SFTP_FAILURE
-        if self._writer is None and not self._start(offset):
+        try:
+            if self._writer is None and not self._start(offset):
+                return SFTP_OP_UNSUPPORTED
+        except ToolError:
             return SFTP_OP_UNSUPPORTED
         if self._append:
             offset = self._pos  # O_APPEND: the offset does not matter
         if offset < self._pos:
             return SFTP_OP_UNSUPPORTED  # rewriting what was sent already: not with a stream
         if offset > self._pos:
-            if self._pending_bytes + len(data) > self.MAX_PENDING:
+            if offset in self._pending or not self._budget.take(len(data)):
                 return SFTP_OP_UNSUPPORTED
             self._pending[offset] = data
-            self._pending_bytes += len(data)
             return SFTP_OK
         try:
             self._send(data)
             while self._pos in self._pending:
                 chunk = self._pending.pop(self._pos)
-                self._pending_bytes -= len(chunk)
+                self._budget.give(len(chunk))
                 self._send(chunk)
         except Exception:
             self.failed = True
@@ -142,13 +262,17 @@ class PodWriteHandle(paramiko.SFTPHandle):
         self._writer.write(data)
         self._pos += len(data)
 
+    def _drop_pending(self) -> None:
+        self._budget.give(sum(len(c) for c in self._pending.values()))
+        self._pending.clear()
+
     def stat(self) -> paramiko.SFTPAttributes | int:
         self.flush()
-        return PodFileSystem.stat_path(self._runner, self._path, follow=True)
+        return PodFileSystem.stat_path(self._runner, self._tools, self._path, follow=True)
 
     def chattr(self, attr: paramiko.SFTPAttributes) -> int:
         self.flush()  # attributes (size, times) apply to what has been written
-        return PodFileSystem.apply_attributes(self._runner, self._path, attr)
+        return PodFileSystem.apply_attributes(self._runner, self._tools, self._path, attr)
 
     def flush(self) -> None:
         """Ends the stream so the file is complete; a later write starts a new one."""
@@ -160,20 +284,28 @@ class PodWriteHandle(paramiko.SFTPHandle):
 
     def close(self) -> None:
         self.flush()
+        self._drop_pending()  # a gap never filled: those bytes have nowhere to go
         self._closed = True
 
 
 class PodFileSystem(paramiko.SFTPServerInterface):
-    def __init__(self, server: object, *, runner: PodRunner, **_: Any) -> None:
+    """The SFTP operations, each as an exec of a probed tool (see `probe`) in the container."""
+
+    def __init__(self, server: object, *, runner: PodRunner, tools: Tools, **_: Any) -> None:
         super().__init__(server)
         self._runner = runner
+        self._tools = tools
         self._home: str | None = None
+        self._budget = PendingBudget()
 
     # --- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def stat_path(runner: PodRunner, path: str, follow: bool) -> paramiko.SFTPAttributes | int:
-        argv = ["stat", *(["-L"] if follow else []), "-c", STAT_FORMAT, "--", path]
+    def stat_path(runner: PodRunner, tools: Tools, path: str, follow: bool) -> paramiko.SFTPAttributes | int:
+        try:
+            argv = [tools["stat"], *(["-L"] if follow else []), "-c", STAT_FORMAT, "--", path]
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
         result = runner.run(argv)
         if not result.ok:
             return _error_code(result)
@@ -181,8 +313,10 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         return attr if attr is not None else SFTP_FAILURE
 
     @staticmethod
-    def apply_attributes(runner: PodRunner, path: str, attr: paramiko.SFTPAttributes) -> int:
-        """SETSTAT as one exec: permissions, owner, times and size, whichever the client sent."""
+    def apply_attributes(runner: PodRunner, tools: Tools, path: str, attr: paramiko.SFTPAttributes) -> int:
+        """SETSTAT as one exec: permissions, owner, times and size, whichever the client sent.
+        Every value and every tool path is an argument; the script holds only their numbers,
+        and the path is absolute (no `--`: busybox's chmod would take it for a file)."""
         commands: list[str] = []
         args = [path]
 
@@ -191,58 +325,89 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             return f'"${{{len(args)}}}"'
 
         flags = attr._flags
-        if flags & attr.FLAG_PERMISSIONS and attr.st_mode is not None:
-            commands.append(f'chmod {arg(f"{statmod.S_IMODE(attr.st_mode):o}")} "$1"')
-        if flags & attr.FLAG_UIDGID and attr.st_uid is not None:
-            commands.append(f'chown {arg(f"{attr.st_uid}:{attr.st_gid}")} "$1"')
-        if flags & attr.FLAG_AMTIME and attr.st_mtime is not None:
-            commands.append(f'touch -d {arg(f"@{int(attr.st_mtime)}")} "$1"')
-        if flags & attr.FLAG_SIZE and attr.st_size is not None:
-            commands.append(f'truncate -s {arg(attr.st_size)} "$1"')
+        try:
+            if flags & attr.FLAG_PERMISSIONS and attr.st_mode is not None:
+                commands.append(f'{arg(tools["chmod"])} {arg(f"{statmod.S_IMODE(attr.st_mode):o}")} "$1"')
+            if flags & attr.FLAG_UIDGID and attr.st_uid is not None:
+                commands.append(f'{arg(tools["chown"])} {arg(f"{int(attr.st_uid)}:{int(attr.st_gid or 0)}")} "$1"')
+            if flags & attr.FLAG_AMTIME and attr.st_mtime is not None:
+                commands.append(f'{arg(tools["touch"])} -d {arg(f"@{int(attr.st_mtime)}")} "$1"')
+            if flags & attr.FLAG_SIZE and attr.st_size is not None:
+                commands.append(f'{arg(tools["truncate"])} -s {arg(int(attr.st_size))} "$1"')
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
         if not commands:
             return SFTP_OK
-        result = runner.run(["sh", "-c", " && ".join(commands), "sh", *args])
+        result = runner.run([SHELL, "-c", " && ".join(commands), "sh", *args])
         return SFTP_OK if result.ok else _error_code(result)
 
-    def _simple(self, argv: list[str]) -> int:
-        result = self._runner.run(argv)
+    def _path(self, path: str) -> str | None:
+        return resolve_path(self._cwd(), path)
+
+    def _cwd(self) -> str:
+        if self._home is None:
+            result = self._runner.run([SHELL, "-c", "cd ~ 2>/dev/null && pwd || echo /"])
+            home = result.stdout.decode(errors="replace").strip()
+            self._home = home if home.startswith("/") and "\0" not in home else "/"
+        return self._home
+
+    def _simple(self, tool: str, *args: str | None) -> int:
+        if any(a is None for a in args):
+            return SFTP_NO_SUCH_FILE
+        try:
+            argv = [self._tools[tool], *args]
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
+        result = self._runner.run(argv)  # type: ignore[arg-type]
         return SFTP_OK if result.ok else _error_code(result)
 
     # --- the interface ----------------------------------------------------------------------
 
     def canonicalize(self, path: str) -> str:
-        if self._home is None:
-            result = self._runner.run(["sh", "-c", "cd ~ 2>/dev/null && pwd || echo /"])
-            self._home = result.stdout.decode(errors="replace").strip() or "/"
-        return posixpath.normpath(posixpath.join(self._home, path or "."))
+        return posixpath.normpath(self._path(path) or self._cwd())
 
     def list_folder(self, path: str) -> list[paramiko.SFTPAttributes] | int:
-        result = self._runner.run(["find", path, "-mindepth", "1", "-maxdepth", "1",
-                                   "-exec", "stat", "-c", STAT_FORMAT, "{}", "+"])
+        where = self._path(path)
+        if where is None:
+            return SFTP_NO_SUCH_FILE
+        try:  # `where` starts with "/": no find takes it for an option (busybox's has no `--`)
+            argv = [self._tools["find"], where, "-mindepth", "1", "-maxdepth", "1",
+                    "-exec", self._tools["stat"], "-c", STAT_FORMAT, "{}", "+"]
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
+        result = self._runner.run(argv, limit=MAX_LISTING)
         if not result.ok and not result.stdout:
             return _error_code(result)
+        out = result.stdout
+        if len(out) >= MAX_LISTING:  # cut at the limit: the last line may be a piece of one
+            out = out[:out.rfind(b"\n") + 1]
         entries = []
-        for line in result.stdout.decode(errors="surrogateescape").splitlines():
+        for line in out.decode(errors="surrogateescape").splitlines():
             attr = parse_stat_line(line)
             if attr is not None:
                 entries.append(attr)
         return entries
 
     def stat(self, path: str) -> paramiko.SFTPAttributes | int:
-        return self.stat_path(self._runner, path, follow=True)
+        where = self._path(path)
+        return SFTP_NO_SUCH_FILE if where is None else self.stat_path(self._runner, self._tools, where, follow=True)
 
     def lstat(self, path: str) -> paramiko.SFTPAttributes | int:
-        return self.stat_path(self._runner, path, follow=False)
+        where = self._path(path)
+        return SFTP_NO_SUCH_FILE if where is None else self.stat_path(self._runner, self._tools, where, follow=False)
 
     def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> paramiko.SFTPHandle | int:
+        where = self._path(path)
+        if where is None:
+            return SFTP_NO_SUCH_FILE
         access = flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
         if access == os.O_RDONLY:
-            st = self.stat(path)
+            st = self.stat(where)
             if isinstance(st, int):
                 return st
             if statmod.S_ISDIR(st.st_mode or 0):
                 return SFTP_FAILURE
-            return PodReadHandle(self._runner, path, flags)
+            return PodReadHandle(self._runner, self._tools, where, flags)
         if access == os.O_RDWR:
             return SFTP_OP_UNSUPPORTED
         # Open (create, truncate, exclusive) first, so that errors reach the client now.
@@ -252,49 +417,91 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             prep = ': > "$1"'
         else:
             prep = ': >> "$1"'
-        result = self._runner.run(["sh", "-c", prep, "sh", path])
+        result = self._runner.run([SHELL, "-c", prep, "sh", where])
         if not result.ok:
             return _error_code(result)
         if attr is not None and attr._flags & attr.FLAG_PERMISSIONS:
-            self.apply_attributes(self._runner, path, attr)
-        return PodWriteHandle(self._runner, path, flags)
+            self.apply_attributes(self._runner, self._tools, where, attr)
+        return PodWriteHandle(self._runner, self._tools, where, flags, self._budget)
 
     def remove(self, path: str) -> int:
-        return self._simple(["rm", "--", path])
+        return self._simple("rm", "--", self._path(path))
 
     def rename(self, oldpath: str, newpath: str) -> int:
         # SFTP v3 rename must not replace an existing target.
-        result = self._runner.run(["sh", "-c", '[ ! -e "$2" ] && [ ! -L "$2" ] && mv -- "$1" "$2"',
-                                   "sh", oldpath, newpath])
+        old, new = self._path(oldpath), self._path(newpath)
+        if old is None or new is None:
+            return SFTP_NO_SUCH_FILE
+        try:
+            mv = self._tools["mv"]
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
+        result = self._runner.run([SHELL, "-c", '[ ! -e "$2" ] && [ ! -L "$2" ] && "$3" -- "$1" "$2"',
+                                   "sh", old, new, mv])
         return SFTP_OK if result.ok else (_error_code(result) if result.stderr else SFTP_FAILURE)
 
     def posix_rename(self, oldpath: str, newpath: str) -> int:
-        return self._simple(["mv", "-f", "--", oldpath, newpath])
+        return self._simple("mv", "-f", "--", self._path(oldpath), self._path(newpath))
 
     def mkdir(self, path: str, attr: paramiko.SFTPAttributes) -> int:
-        code = self._simple(["mkdir", "--", path])
-        if code == SFTP_OK and attr is not None and attr._flags & attr.FLAG_PERMISSIONS:
-            self.apply_attributes(self._runner, path, attr)
+        where = self._path(path)
+        code = self._simple("mkdir", "--", where)
+        if code == SFTP_OK and where and attr is not None and attr._flags & attr.FLAG_PERMISSIONS:
+            self.apply_attributes(self._runner, self._tools, where, attr)
         return code
 
     def rmdir(self, path: str) -> int:
-        return self._simple(["rmdir", "--", path])
+        return self._simple("rmdir", "--", self._path(path))
 
     def chattr(self, path: str, attr: paramiko.SFTPAttributes) -> int:
-        return self.apply_attributes(self._runner, path, attr)
+        where = self._path(path)
+        return SFTP_NO_SUCH_FILE if where is None else self.apply_attributes(self._runner, self._tools, where, attr)
 
     def readlink(self, path: str) -> str | int:
-        result = self._runner.run(["readlink", "--", path])
+        where = self._path(path)
+        if where is None:
+            return SFTP_NO_SUCH_FILE
+        try:
+            argv = [self._tools["readlink"], "--", where]
+        except ToolError:
+            return SFTP_OP_UNSUPPORTED
+        result = self._runner.run(argv)
         return result.stdout.decode(errors="surrogateescape").rstrip("\n") if result.ok else _error_code(result)
 
     def symlink(self, target_path: str, path: str) -> int:
-        return self._simple(["ln", "-s", "--", target_path, path])
-
+        # The link's content is the client's string as is (sftp-server does the same), but it is
+        # an operand after `--`, never an option.
+        if "\0" in target_path:
+            return SFTP_NO_SUCH_FILE
+        return self._simple("ln", "-s", "--", target_path, self._path(path))
 
 
 class GatewaySFTPServer(paramiko.SFTPServer):
-    """paramiko's SFTP server, ending like sshd's subsystem does: files complete, then an exit
-    status, then the channel closes (scp reports a failure when no exit status comes)."""
+    """paramiko's SFTP server, with OpenSSH's limits (message size, handles per session), ending
+    like sshd's subsystem does: files complete, then an exit status, then the channel closes
+    (scp reports a failure when no exit status comes)."""
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        header = self._read_all(4)
+        size = int.from_bytes(header, "big")
+        if size > MAX_PACKET:  # paramiko would read up to 16 MiB into memory first
+            raise paramiko.SFTPError(f"SFTP message of {size} bytes is over the limit of {MAX_PACKET}")
+        data = self._read_all(size)
+        return (data[0], data[1:]) if size else (0, b"")
+
+    def _send_handle_response(self, request_number: int, handle: Any, folder: bool = False) -> None:
+        if isinstance(handle, paramiko.SFTPHandle):
+            if len(self.file_table) + len(self.folder_table) >= MAX_HANDLES:
+                handle.close()
+                self._send_status(request_number, SFTP_FAILURE,
+                                  f"too many open files and directories (at most {MAX_HANDLES} per session)")
+                return
+            if folder and len(self.folder_table) >= MAX_FOLDERS:
+                handle.close()
+                self._send_status(request_number, SFTP_FAILURE,
+                                  f"too many open directories (at most {MAX_FOLDERS} per session)")
+                return
+        super()._send_handle_response(request_number, handle, folder)
 
     def finish_subsystem(self) -> None:
         for handle in list(self.file_table.values()):

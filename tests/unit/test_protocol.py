@@ -57,9 +57,9 @@ def test_exec_command_runs_exactly_with_env() -> None:
 def test_a_terminal_gets_its_size_before_the_command_runs() -> None:
     argv = build_command("exec", "stty size", grant(), {"TERM": "xterm"}, size=(111, 33))
     assert argv[:2] == ("/bin/sh", "-c")
-    assert argv[2].index("stty cols 111 rows 33 2>/dev/null;") < argv[2].index('/bin/sh -c "$1"')
+    assert argv[2].index('"$stty" cols 111 rows 33 2>/dev/null)') < argv[2].index('/bin/sh -c "$1"')
     shell = build_command("shell", None, grant(), {"TERM": "xterm"}, size=(80, 24))
-    assert shell[2].index("stty cols 80 rows 24") < shell[2].index("bash -l")
+    assert shell[2].index('"$stty" cols 80 rows 24') < shell[2].index("bash -l")
     # Without a terminal, nothing is added; without a stty in the image, the command still runs.
     assert "stty" not in build_command("exec", "true", grant(), {})[2]
     no_stty = subprocess.run(["env", "PATH=/nonexistent", *build_command("exec", "exit 3", grant(), {}, size=(1, 1))],

@@ -1,0 +1,250 @@
+"""The gateway-served SFTP (issue 11, holes 4 and 8, and `find` option injection), driven by
+paramiko's SFTP client through GatewaySFTPServer over a local socket pair, with every tool
+run on this machine by LocalRunner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_OPENDIR, CMD_READ, CMD_WRITE, SFTP_OK, SFTP_OP_UNSUPPORTED
+
+from sshserver.exitstatus import ExitStatus
+from sshserver.podexec import Result
+from sshserver.sftp_local import (
+    MAX_FOLDERS,
+    MAX_HANDLES,
+    MAX_READ,
+    PROBE,
+    SFTP_SERVERS,
+    SHELL,
+    SYSTEM_DIRS,
+    TOOLS,
+    GatewaySFTPServer,
+    PendingBudget,
+    PodFileSystem,
+    PodWriteHandle,
+    Tools,
+    probe,
+    resolve_path,
+)
+from tests.unit.localrunner import LocalRunner
+
+
+class _Server(paramiko.ServerInterface):
+    def get_allowed_auths(self, username: str) -> str:
+        return "password"
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        return super().check_channel_subsystem_request(channel, name)
+
+
+@pytest.fixture(scope="module")
+def host_key() -> paramiko.RSAKey:
+    return paramiko.RSAKey.generate(2048)
+
+
+@dataclass
+class Pair:
+    sftp: paramiko.SFTPClient
+    runner: LocalRunner
+    home: Path
+    client: paramiko.Transport
+    server: paramiko.Transport
+
+
+@pytest.fixture
+def pair(tmp_path: Path, host_key: paramiko.RSAKey) -> Iterator[Pair]:
+    home = tmp_path / "home"
+    home.mkdir()
+    runner = LocalRunner(home)
+    tools = probe(runner, want_server=False)  # type: ignore[arg-type]
+    a, b = socket.socketpair()
+    server = paramiko.Transport(a)
+    server.add_server_key(host_key)
+    server.set_subsystem_handler("sftp", GatewaySFTPServer, PodFileSystem, runner=runner, tools=tools)
+    server.start_server(threading.Event(), server=_Server())  # negotiates in its own thread
+    client = paramiko.Transport(b)
+    client.connect(username="u", password="p")
+    sftp = paramiko.SFTPClient.from_transport(client)
+    assert sftp is not None
+    yield Pair(sftp, runner, home, client, server)
+    client.close()
+    server.close()
+
+
+def test_the_probe_finds_every_tool_by_absolute_path_in_system_directories(tmp_path: Path) -> None:
+    tools = probe(LocalRunner(tmp_path), want_server=False)  # type: ignore[arg-type]
+    assert set(tools.paths) == set(TOOLS) and tools.shell_trusted and tools.sftp_server is None
+    assert all(p.rsplit("/", 1)[0] in SYSTEM_DIRS for p in tools.paths.values())
+    with_server = probe(LocalRunner(tmp_path), want_server=True)  # type: ignore[arg-type]
+    assert with_server.sftp_server in (None, *SFTP_SERVERS)
+    if os.path.exists("/usr/lib/openssh/sftp-server"):
+        assert with_server.sftp_server == "/usr/lib/openssh/sftp-server"
+
+
+def _probe(candidates: list[str], user: int | None = None, shell: str = SHELL) -> list[str]:
+    out = subprocess.run([shell, "-c", PROBE, "sh", *candidates], capture_output=True, check=True, timeout=10,
+                         user=user).stdout
+    return out.decode().splitlines()
+
+
+@pytest.mark.parametrize("shell", [s for s in (SHELL, shutil.which("busybox")) if s])
+def test_the_probe_refuses_what_the_sessions_user_could_have_written(shell: str) -> None:
+    shell_argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    run_shell = shell_argv[0]
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        for name in ("mine", "theirs", "open"):
+            (base / name).mkdir(mode=0o755)
+            tool = base / name / "tool"
+            tool.write_text("#!/bin/sh\necho run\n")
+            tool.chmod(0o755)
+        (base / "open").chmod(0o777)
+        candidates = [str(base / n / "tool") for n in ("mine", "theirs", "open")] + ["/bin/sh", "/nonexistent/x"]
+        if shell.endswith("busybox"):
+            def run(user: int | None = None) -> list[str]:
+                out = subprocess.run([run_shell, "sh", "-c", PROBE, "sh", *candidates], capture_output=True,
+                                     timeout=10, user=user).stdout
+                return out.decode().splitlines()
+        else:
+            def run(user: int | None = None) -> list[str]:
+                return _probe(candidates, user, run_shell)
+        if os.geteuid() == 0:
+            # Root can write anything: what counts is that root owns the file and the directories.
+            os.chown(base / "theirs" / "tool", 65534, 65534)
+            assert run() == [str(base / "mine" / "tool"), str(base / "open" / "tool"), "/bin/sh"]
+            # Another user: only files and directories that user cannot write.
+            os.chown(base / "theirs", 65534, 65534)
+            assert run(65534) == ["/bin/sh"]  # /tmp above base is writable by everyone
+        else:
+            assert run() == ["/bin/sh"]  # our own files, or under the world-writable /tmp
+    finally:
+        shutil.rmtree(base)
+
+
+def test_every_tool_runs_by_its_absolute_path(pair: Pair) -> None:
+    (pair.home / "f").write_bytes(b"data")
+    pair.sftp.listdir(".")
+    pair.sftp.stat("f")
+    assert pair.sftp.open("f").read() == b"data"
+    with pair.sftp.open("g", "w") as g:
+        g.write(b"x")
+    pair.sftp.chmod("g", 0o600)
+    pair.sftp.rename("g", "h")
+    pair.sftp.mkdir("d")
+    pair.sftp.rmdir("d")
+    pair.sftp.remove("h")
+    for argv in pair.runner.argvs:
+        assert argv[0].startswith("/"), argv
+        if argv[0] == SHELL:  # scripts name their tools as arguments, never by PATH
+            assert not any(f" {t} " in f" {argv[2]} " for t in TOOLS if t not in ("sh",)), argv[2]
+    listing = next(a for a in pair.runner.argvs if a[0].endswith("/find"))
+    assert listing[listing.index("-exec") + 1].endswith("/stat")
+
+
+@pytest.mark.parametrize("path", ["-delete", "-fprint", "--help", "-exec"])
+def test_a_path_is_never_an_option(pair: Pair, path: str) -> None:
+    for name in ("keep1", "keep2"):
+        (pair.home / name).write_text("x")
+    with pytest.raises(IOError):
+        pair.sftp.listdir(path)
+    with pytest.raises(IOError):
+        pair.sftp.stat(path)
+    assert sorted(os.listdir(pair.home)) == ["keep1", "keep2"]
+    assert all(not a[1].startswith("-") for a in pair.runner.argvs if a[0].endswith("/find"))
+
+
+def test_relative_paths_are_taken_from_home_and_never_start_with_a_dash() -> None:
+    assert resolve_path("/home/u", "-delete") == "/home/u/-delete"
+    assert resolve_path("/home/u", "/etc") == "/etc"
+    assert resolve_path("/home/u", "") == "/home/u"
+    assert resolve_path("/", "a\0b") is None
+
+
+def test_a_read_returns_at_most_256_kib_whatever_the_client_asks(pair: Pair) -> None:
+    (pair.home / "big").write_bytes(os.urandom(MAX_READ * 3))
+    f = pair.sftp.open("big")
+    t, msg = pair.sftp._request(CMD_READ, f.handle, paramiko.sftp.int64(0), 256 * 1024 * 1024)
+    assert t == CMD_DATA
+    data = msg.get_binary()
+    assert len(data) == MAX_READ and data == (pair.home / "big").read_bytes()[:MAX_READ]
+    f.close()
+    assert pair.sftp.open("big").read() == (pair.home / "big").read_bytes()  # ordinary clients see no change
+
+
+def test_open_handles_per_session_are_capped(pair: Pair) -> None:
+    (pair.home / "f").write_text("x")
+    folders = [pair.sftp._request(CMD_OPENDIR, ".")[1].get_binary() for _ in range(MAX_FOLDERS)]
+    with pytest.raises(IOError, match="too many open directories"):
+        pair.sftp.listdir(".")
+    for handle in folders:
+        pair.sftp._request(CMD_CLOSE, handle)
+    handles = [pair.sftp.open("f") for _ in range(MAX_HANDLES)]
+    with pytest.raises(IOError, match="too many open files"):
+        pair.sftp.open("f")
+    with pytest.raises(IOError, match="too many open files"):
+        pair.sftp.listdir(".")  # a directory handle counts too
+    handles.pop().close()
+    pair.sftp.open("f").close()
+    for h in handles:
+        h.close()
+
+
+def test_an_oversized_message_ends_the_session(pair: Pair) -> None:
+    f = pair.sftp.open("f", "w")
+    with pytest.raises((EOFError, OSError, paramiko.SSHException)):
+        pair.sftp._request(CMD_WRITE, f.handle, paramiko.sftp.int64(0), b"x" * (1024 * 1024))
+    assert (pair.home / "f").read_bytes() == b""  # nothing of it was written
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> Result:
+        return Result(ExitStatus(0), b"", b"")
+
+
+class _FakeRunner:
+    def __init__(self) -> None:
+        self.writers: list[_Writer] = []
+
+    def writer(self, argv: list[str]) -> _Writer:
+        self.writers.append(_Writer())
+        return self.writers[-1]
+
+
+def test_out_of_order_writes_share_one_budget_per_session() -> None:
+    runner, budget = _FakeRunner(), PendingBudget(limit=100)
+    tools = Tools({"dd": "/bin/dd", "cat": "/bin/cat"})
+    a = PodWriteHandle(runner, tools, "/a", os.O_WRONLY, budget)  # type: ignore[arg-type]
+    b = PodWriteHandle(runner, tools, "/b", os.O_WRONLY, budget)  # type: ignore[arg-type]
+    assert a.write(0, b"a" * 10) == SFTP_OK
+    assert b.write(0, b"b" * 10) == SFTP_OK
+    assert a.write(60, b"x" * 60) == SFTP_OK  # held: the gap 10..60 is not filled yet
+    assert b.write(50, b"y" * 41) == SFTP_OP_UNSUPPORTED  # 60 + 41 > 100, though b holds nothing
+    assert a.write(10, b"a" * 50) == SFTP_OK  # fills the gap: the held bytes go out
+    assert budget.used == 0 and runner.writers[0].data == b"a" * 60 + b"x" * 60
+    assert b.write(50, b"y" * 40) == SFTP_OK and budget.used == 40
+    b.close()  # the gap 10..50 never came: what was held is dropped and given back
+    assert budget.used == 0
