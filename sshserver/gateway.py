@@ -228,8 +228,10 @@ class Gateway:
             handler = transport.auth_handler if transport is not None else None
             if handler is not None and handler.is_authenticated():
                 self.note_authenticated(conn)  # a client that logged in and left at once
-            self._close_connection(conn, transport, client, reason)
+            # Its places are given back before the close is recorded: whoever sees the record may
+            # connect again at once.
             self.admission.released(conn.source, conn.counted_identity, conn.authenticated.is_set())
+            self._close_connection(conn, transport, client, reason)
 
     def _note_login_at_once(self, transport: paramiko.Transport, conn: Connection) -> None:
         """Counts the login (per-key cap, audit) in the Transport thread right after paramiko sent

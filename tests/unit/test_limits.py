@@ -229,9 +229,8 @@ def test_connections_per_key() -> None:
             assert other.open_session()
             other.close()
             first.close()
-            assert wait_until(lambda: gw.gateway.admission.counts()["identities"] == 1 or
-                              len(gw.audit.named("connection_close")) >= 3)
-            time.sleep(0.3)
+            # third (hung up), other and first closed: their places are given back
+            assert wait_until(lambda: len(gw.audit.named("connection_close")) >= 3)
             fourth = client(gw.port, KEY)
             assert fourth.open_session()
             fourth.close()
