@@ -369,7 +369,7 @@ def run(sessions: int, seed: int, workers: int = 4, progress: bool = False) -> R
                     done += n
                     if progress and done % 1000 < n:
                         print(f"wirefuzz: {done}/{sessions} sessions, {len(findings.crashes)} crashes, "
-                              f"threads/fds {_counts()}", file=sys.stderr, flush=True)
+                              f"threads/fds {_counts()}, RSS {_rss_kib()} KiB", file=sys.stderr, flush=True)
             after = _settle(gw, baseline, timeout=30)
             login_ok = False
             with _suppress():

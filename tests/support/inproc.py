@@ -10,6 +10,7 @@ import io
 import json
 import socket
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +37,7 @@ class MemoryAudit(AuditTrail):
 
     def __init__(self) -> None:
         super().__init__(io.StringIO())
-        self.records: list[dict[str, Any]] = []
+        self.records: deque[dict[str, Any]] = deque(maxlen=20000)  # bounded for long fuzz runs
         self._records_lock = threading.Lock()
 
     def record(self, name: str, **fields: Any) -> None:
