@@ -64,6 +64,7 @@ class Gateway:
             per_source_unauthenticated=settings.max_unauthenticated_per_source,
             per_source=settings.max_connections_per_source, per_identity=settings.max_connections_per_key))
         self.proxies = TrustedProxies(settings.proxy_protocol)
+        self._refusals: dict[str, tuple[float, int]] = {}  # reason: (last logged, refused since)
         self._draining = threading.Event()  # shutting down: report not ready
         self._stopping = threading.Event()  # no new connections or sessions
         self._closing = threading.Event()  # drain is over: close what is left
@@ -125,10 +126,20 @@ class Gateway:
         self._sock.close()
 
     def _refuse(self, client: socket.socket, peer: str, why: str) -> None:
+        """Closes a connection refused by admission. Under a flood the log gets at most one line
+        per reason and second (with how many were not logged); the metric counts every one."""
         self.metrics.connections_total.labels("refused").inc()
-        event(log, "connection_refused", logging.WARNING, peer=peer, reason=why)
         with contextlib.suppress(OSError):
             client.close()
+        now = time.monotonic()
+        with self._lock:
+            logged_at, unlogged = self._refusals.get(why, (0.0, 0))
+            if now - logged_at < 1.0:
+                self._refusals[why] = (logged_at, unlogged + 1)
+                return
+            self._refusals[why] = (now, 0)
+        event(log, "connection_refused", logging.WARNING, peer=peer, reason=why,
+              **({"not_logged": unlogged} if unlogged else {}))
 
     # --- one connection ---------------------------------------------------------------------
 

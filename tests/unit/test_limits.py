@@ -297,3 +297,18 @@ def test_a_thread_that_cannot_start_refuses_one_connection_not_the_gateway(
         finally:
             t.close()
     assert isinstance(Bridge, type)
+
+
+def test_refusals_under_a_flood_are_logged_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    with running_gateway(GRANTS, max_unauthenticated_per_source=1) as gw:
+        idle = raw(gw.port)
+        try:
+            assert idle.recv(256).startswith(b"SSH-2.0-")
+            with caplog.at_level("WARNING", logger="podssh.gateway"):
+                for _ in range(30):
+                    assert closed_by_server(raw(gw.port))
+            refusals = [r for r in caplog.records if r.getMessage() == "connection_refused"]
+            assert 1 <= len(refusals) <= 3  # 30 refused within a second or two
+            assert gw.gateway.metrics.connections_total.labels("refused")._value.get() >= 30
+        finally:
+            idle.close()
