@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast lint cluster-up cluster-down demo demo-down clean fuzz-wire
+.PHONY: all venv test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down clean
 
 all: test
 
@@ -28,10 +28,18 @@ test: venv
 	hack/test
 
 test-fast: venv
-	$(PY) -m pytest tests -m 'not cluster'
+	$(PY) -m pytest tests -m 'not cluster and not teardown'
 
-# The wire-level fuzzer against an in-process gateway (no cluster): WIRE_SESSIONS=N to change.
+# The fuzz harnesses of tests/fuzz at length (`make test` runs each a few hundred times):
+# FUZZ_EXAMPLES inputs per harness, a count per harness printed at the end.
+FUZZ_EXAMPLES ?= 20000
+# Then the wire-level fuzzer (tests/fuzz/wirefuzz.py) for WIRE_SESSIONS sessions; alone: make fuzz-wire.
 WIRE_SESSIONS ?= 100000
+fuzz: venv
+	PODSSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q
+	$(PY) tests/fuzz/wirefuzz.py --sessions $(WIRE_SESSIONS)
+
+# The wire-level fuzzer against an in-process gateway (no cluster).
 fuzz-wire: venv
 	$(PY) tests/fuzz/wirefuzz.py --sessions $(WIRE_SESSIONS)
 

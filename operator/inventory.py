@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sshserver.access import AccessStore, ParsedObject, parse_objects, snapshot_of
+from sshserver.access import AccessStore, ParsedObject, object_ref, parse_objects, snapshot_of
 from sshserver.logevents import event
 
 from .status import desired_status, needs_patch
@@ -39,8 +39,10 @@ class Inventory:
 
     @staticmethod
     def _uid(body: Mapping[str, Any]) -> str:
-        meta = body.get("metadata") or {}
-        return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        meta = body.get("metadata")
+        if not isinstance(meta, Mapping):
+            return object_ref(body)
+        return str(meta.get("uid") or object_ref(body))
 
     def upsert(self, body: Mapping[str, Any]) -> None:
         with self._lock:
@@ -99,7 +101,10 @@ class Inventory:
         self._schedule(parsed, now)
         if self._writer is not None:
             for p in parsed:
-                self._reconcile_status(p, now)
+                try:
+                    self._reconcile_status(p, now)
+                except Exception as exc:  # one object's status must not stop the others'
+                    event(log, "status_failed", logging.ERROR, object=object_ref(p.body), error=type(exc).__name__)
 
     def _reconcile_status(self, parsed: ParsedObject, now: datetime) -> None:
         assert self._writer is not None

@@ -6,6 +6,8 @@ the AccessStore in one assignment; server threads only ever read whole snapshots
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +21,7 @@ from .durations import parse_duration, parse_time
 from .envnames import valid_env_name
 from .keys import InvalidKeyError, PublicKey, parse_public_key
 from .labelselector import LabelSelector
+from .logevents import event
 
 DEFAULT_ENV = frozenset({"TERM", "LANG"})
 
@@ -90,17 +93,91 @@ class Grant:
         return name in DEFAULT_ENV or name.startswith("LC_") or name in self.env
 
 
-def _str_list(value: Any, what: str) -> list[str]:
+# Bounds on what one grant may hold, the same as the CRD's (manifests/crd.yaml), so that an
+# --access file cannot carry what `kubectl apply` would refuse.
+MAX_KEYS = 32
+MAX_AUTHORITIES = 16
+MAX_GROUPS = 16  # the impersonation policy checks each group: its CEL cost bounds them
+MAX_CONTAINERS = 64
+MAX_PORTS = 64
+MAX_SELECTOR_TERMS = 32
+MAX_SHELL_COMMAND = 64
+MAX_SESSIONS = 1000
+MAX_NAME = 253
+# Control characters (C0, DEL, C1) in the user or a group would reach the Impersonate-User and
+# Impersonate-Group HTTP headers in impersonation mode (CR/LF split headers) and the audit trail.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*", re.ASCII)
+
+log = logging.getLogger("podssh.access")
+
+
+def _invalid(message: str) -> GrantError:
+    return GrantError("InvalidSpec", message)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any] | None:
+    """None when absent; refuses anything but an object."""
     if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise GrantError("InvalidSpec", f"{what} must be a list of strings")
+        return None
+    if not isinstance(value, Mapping):
+        raise _invalid(f"{what} must be an object, not {type(value).__name__}")
     return value
 
 
-def _keys(spec: Mapping[str, Any], field: str) -> list[PublicKey]:
+def _str_list(value: Any, what: str, *, max_items: int = 64, max_length: int = 4096, min_items: int = 0
+              ) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _invalid(f"{what} must be a list of strings")
+    if len(value) > max_items:
+        raise _invalid(f"{what} has {len(value)} entries; the limit is {max_items}")
+    if len(value) < min_items:
+        raise _invalid(f"{what} must not be empty (leave it out instead)")
+    for i, v in enumerate(value):
+        if len(v) > max_length:
+            raise _invalid(f"{what}[{i}] is longer than {max_length} characters")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    """Only real booleans: `"false"` is a string, and bool("false") would be True."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(f"{what} must be true or false, not {_shown(value)}")
+    return value
+
+
+def _plain_text(value: Any, what: str) -> str:
+    """A non-empty string of at most MAX_NAME characters without control characters."""
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"{what} is required and must be a non-empty string")
+    if len(value) > MAX_NAME:
+        raise _invalid(f"{what} is longer than {MAX_NAME} characters")
+    if _CONTROL.search(value):
+        raise _invalid(f"{what} must not contain control characters (such as CR or LF)")
+    return value
+
+
+def _k8s_name(value: Any, what: str, pattern: re.Pattern[str], limit: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"{what} is required and must be a non-empty string")
+    if len(value) > limit or not pattern.fullmatch(value):
+        raise _invalid(f"{what} {_shown(value)} is not a valid Kubernetes name")
+    return value
+
+
+def _keys(spec: Mapping[str, Any], field: str, max_items: int) -> list[PublicKey]:
     keys = []
-    for i, line in enumerate(_str_list(spec.get(field), f"spec.{field}")):
+    for i, line in enumerate(_str_list(spec.get(field), f"spec.{field}", max_items=max_items)):
         try:
             keys.append(parse_public_key(line))
         except InvalidKeyError as exc:
@@ -108,78 +185,157 @@ def _keys(spec: Mapping[str, Any], field: str) -> list[PublicKey]:
     return keys
 
 
-def grant_from_object(obj: Mapping[str, Any]) -> Grant:
-    """Validates one SSHAccess-shaped object; raises GrantError naming the first problem."""
-    meta = obj.get("metadata") or {}
+def _selector(pods: Mapping[str, Any]) -> LabelSelector:
+    if "selector" not in pods:
+        raise _invalid("spec.pods.selector is required")
+    try:
+        selector = LabelSelector.from_dict(pods["selector"], max_terms=MAX_SELECTOR_TERMS)
+    except ValueError as exc:
+        raise _invalid(f"spec.pods.selector: {exc}") from None
+    if selector.empty:
+        raise _invalid("spec.pods.selector must not be empty: an empty selector would cover every pod")
+    return selector
+
+
+def _containers(value: Any) -> frozenset[str] | None:
+    """None (absent): every container. An empty list would read as "no container" to some and "all"
+    to others: it is refused."""
+    if value is None:
+        return None
+    names = _str_list(value, "spec.pods.containers", max_items=MAX_CONTAINERS, min_items=1)
+    for i, name in enumerate(names):
+        _k8s_name(name, f"spec.pods.containers[{i}]", _DNS_LABEL, 63)
+    return frozenset(names)
+
+
+def _allow(value: Any) -> Allow:
+    spec = _mapping(value, "spec.allow")
+    if spec is None:
+        return Allow()
+    ports = spec.get("portForward")
+    if ports is None:
+        ports = []
+    if (not isinstance(ports, list) or len(ports) > MAX_PORTS
+            or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
+        raise _invalid(f"spec.allow.portForward must be a list of at most {MAX_PORTS} ports (1-65535)")
+    return Allow(
+        shell=_bool(spec.get("shell"), "spec.allow.shell"),
+        exec=_bool(spec.get("exec"), "spec.allow.exec"),
+        sftp=_bool(spec.get("sftp"), "spec.allow.sftp"),
+        port_forward=frozenset(ports),
+    )
+
+
+def _limits(value: Any) -> Limits:
+    lim = _mapping(value, "spec.limits") or {}
+    max_sessions = lim.get("maxSessions")
+    if max_sessions is not None and (
+            not isinstance(max_sessions, int) or isinstance(max_sessions, bool)
+            or not 1 <= max_sessions <= MAX_SESSIONS):
+        raise _invalid(f"spec.limits.maxSessions must be a whole number from 1 to {MAX_SESSIONS}")
+    durations: dict[str, float | None] = {}
+    for field_name in ("idleTimeout", "maxSessionDuration"):
+        raw = lim.get(field_name)
+        try:
+            durations[field_name] = None if raw is None else parse_duration(raw)
+        except ValueError as exc:
+            raise _invalid(f"spec.limits.{field_name}: {exc}") from None
+    return Limits(max_sessions=max_sessions, idle_timeout=durations["idleTimeout"],
+                  max_session_duration=durations["maxSessionDuration"])
+
+
+def _time(spec: Mapping[str, Any], field_name: str) -> datetime | None:
+    raw = spec.get(field_name)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError as exc:
+        raise _invalid(f"spec.{field_name}: {exc}") from None
+
+
+def _parse_grant(obj: Any) -> Grant:
+    """The parser proper: checks every field's type and bounds and raises GrantError naming the
+    first problem. The fuzz harnesses call it directly to prove that it needs no safety net."""
+    if not isinstance(obj, Mapping):
+        raise _invalid(f"an SSHAccess object must be a mapping, not {type(obj).__name__}")
+    meta = _mapping(obj.get("metadata"), "metadata") or {}
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
-        raise GrantError("InvalidSpec", "spec is missing")
-    namespace, name = meta.get("namespace"), meta.get("name")
-    if not namespace or not name:
-        raise GrantError("InvalidSpec", "metadata.namespace and metadata.name are required")
-    user = spec.get("user")
-    if not isinstance(user, str) or not user:
-        raise GrantError("InvalidSpec", "spec.user is required")
-    keys = _keys(spec, "publicKeys")
-    authorities = _keys(spec, "certificateAuthorities")
+        raise _invalid("spec is missing")
+    if not meta.get("namespace") or not meta.get("name"):
+        raise _invalid("metadata.namespace and metadata.name are required")
+    namespace = _k8s_name(meta.get("namespace"), "metadata.namespace", _DNS_LABEL, 63)
+    name = _k8s_name(meta.get("name"), "metadata.name", _DNS_SUBDOMAIN, MAX_NAME)
+    uid = meta.get("uid")
+    if uid is not None and not isinstance(uid, str):
+        raise _invalid("metadata.uid must be a string")
+    if spec.get("user") in (None, ""):
+        raise _invalid("spec.user is required")
+    user = _plain_text(spec.get("user"), "spec.user")
+    keys = _keys(spec, "publicKeys", MAX_KEYS)
+    authorities = _keys(spec, "certificateAuthorities", MAX_AUTHORITIES)
     if not keys and not authorities:
         raise GrantError("NoKeys", "spec.publicKeys and spec.certificateAuthorities are both empty")
-    pods = spec.get("pods")
-    if not isinstance(pods, Mapping) or "selector" not in pods:
-        raise GrantError("InvalidSpec", "spec.pods.selector is required")
-    try:
-        selector = LabelSelector.from_dict(pods["selector"])
-    except ValueError as exc:
-        raise GrantError("InvalidSpec", f"spec.pods.selector: {exc}") from None
-    containers = pods.get("containers")
-    allow_spec = spec.get("allow")
-    if allow_spec is None:
-        allow = Allow()
-    elif isinstance(allow_spec, Mapping):
-        ports = allow_spec.get("portForward") or []
-        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
-            raise GrantError("InvalidSpec", "spec.allow.portForward must be a list of ports (1-65535)")
-        allow = Allow(
-            shell=bool(allow_spec.get("shell", False)),
-            exec=bool(allow_spec.get("exec", False)),
-            sftp=bool(allow_spec.get("sftp", False)),
-            port_forward=frozenset(ports),
-        )
-    else:
-        raise GrantError("InvalidSpec", "spec.allow must be an object")
-    try:
-        not_before = parse_time(spec["notBefore"]) if spec.get("notBefore") else None
-        expires_at = parse_time(spec["expiresAt"]) if spec.get("expiresAt") else None
-        lim = spec.get("limits") or {}
-        limits = Limits(
-            max_sessions=int(lim["maxSessions"]) if lim.get("maxSessions") is not None else None,
-            idle_timeout=parse_duration(lim["idleTimeout"]) if lim.get("idleTimeout") else None,
-            max_session_duration=(
-                parse_duration(lim["maxSessionDuration"]) if lim.get("maxSessionDuration") else None
-            ),
-        )
-    except (ValueError, TypeError) as exc:
-        raise GrantError("InvalidSpec", str(exc)) from None
+    pods = _mapping(spec.get("pods"), "spec.pods")
+    if pods is None:
+        raise _invalid("spec.pods.selector is required")
+    selector = _selector(pods)
+    containers = _containers(pods.get("containers"))
+    allow = _allow(spec.get("allow"))
+    not_before, expires_at = _time(spec, "notBefore"), _time(spec, "expiresAt")
+    limits = _limits(spec.get("limits"))
     if not_before and expires_at and expires_at <= not_before:
-        raise GrantError("InvalidSpec", "spec.expiresAt must be after spec.notBefore")
+        raise _invalid("spec.expiresAt must be after spec.notBefore")
     command = spec.get("shellCommand")
+    groups = _str_list(spec.get("groups"), "spec.groups", max_items=MAX_GROUPS, max_length=MAX_NAME)
+    for i, group in enumerate(groups):
+        _plain_text(group, f"spec.groups[{i}]")
     return Grant(
         namespace=namespace,
         name=name,
-        uid=str(meta.get("uid") or f"{namespace}/{name}"),
+        uid=uid or f"{namespace}/{name}",
         user=user,
         keys=tuple(keys),
         selector=selector,
         authorities=tuple(authorities),
-        containers=frozenset(_str_list(containers, "spec.pods.containers")) if containers else None,
+        containers=containers,
         allow=allow,
         env=frozenset(_str_list(spec.get("env"), "spec.env")),
-        groups=tuple(_str_list(spec.get("groups"), "spec.groups")),
-        shell_command=tuple(_str_list(command, "spec.shellCommand")) if command else None,
+        groups=tuple(groups),
+        shell_command=(
+            tuple(_str_list(command, "spec.shellCommand", max_items=MAX_SHELL_COMMAND, min_items=1))
+            if command is not None else None
+        ),
         not_before=not_before,
         expires_at=expires_at,
         limits=limits,
     )
+
+
+def grant_from_object(obj: Mapping[str, Any]) -> Grant:
+    """Validates one SSHAccess-shaped object; raises GrantError naming the first problem, and
+    nothing else: one object the parser chokes on must only ever invalidate itself, never stop the
+    inventory from applying other objects' changes (revocations) nor the gateway from starting.
+
+    Called by the inventory on kopf's thread for every object at every change, and at start for
+    --access files. `_parse_grant` checks every field; the catch-all below is a safety net that
+    the fuzz harnesses show is never needed, and logs loudly if it ever is."""
+    try:
+        return _parse_grant(obj)
+    except GrantError:
+        raise
+    except Exception as exc:  # see the docstring
+        event(log, "grant_parser_error", logging.ERROR, object=object_ref(obj), error=type(exc).__name__)
+        raise _invalid(f"cannot be used ({type(exc).__name__})") from None
+
+
+def object_ref(obj: Any) -> str:
+    """namespace/name of an object, whatever its shape (for logs and error tables)."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return "?/?"
+    return f"{str(meta.get('namespace'))[:63]}/{str(meta.get('name'))[:253]}"
 
 
 @dataclass(frozen=True)
@@ -288,8 +444,5 @@ def snapshot_of(parsed: Iterable[ParsedObject]) -> AccessSnapshot:
 def snapshot_from_objects(objects: Iterable[Mapping[str, Any]]) -> tuple[AccessSnapshot, dict[str, GrantError]]:
     """Builds a snapshot from every valid object; bad objects are returned by namespace/name."""
     parsed = parse_objects(objects)
-    errors = {
-        f"{(p.body.get('metadata') or {}).get('namespace')}/{(p.body.get('metadata') or {}).get('name')}": p.error
-        for p in parsed if p.error is not None
-    }
+    errors = {object_ref(p.body): p.error for p in parsed if p.error is not None}
     return snapshot_of(parsed), errors

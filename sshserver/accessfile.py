@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .access import AccessSnapshot, GrantError, snapshot_from_objects
+from .access import AccessSnapshot, object_ref, parse_objects, snapshot_of
+from .logevents import event
+
+log = logging.getLogger("podssh.access")
 
 
 def load_access_file(path: Path) -> AccessSnapshot:
-    """Reads a YAML list (or a multi-document stream) of SSHAccess objects; any bad object is fatal."""
+    """Reads a YAML list (or a multi-document stream, or a `kind: List`) of SSHAccess objects.
+
+    A file that cannot be read or is not YAML raises ValueError (the gateway refuses to start, with
+    one line). A bad object is not fatal, as in the cluster: it is reported with one
+    `access_object_invalid` log line naming it and the reason, and grants nothing; the others are
+    served. Called once, at start, on the main thread."""
     try:
         docs = list(yaml.safe_load_all(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read access file {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot read access file {path}: {detail[:300]}") from None
     objects: list[Any] = []
     for doc in docs:
         if doc is None:
@@ -23,14 +33,13 @@ def load_access_file(path: Path) -> AccessSnapshot:
         if isinstance(doc, list):
             objects.extend(doc)
         elif isinstance(doc, dict) and doc.get("kind") == "List":
-            objects.extend(doc.get("items") or [])
+            items = doc.get("items")
+            objects.extend(items if isinstance(items, list) else [] if items is None else [items])
         else:
             objects.append(doc)
-    for obj in objects:
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}: every entry must be an SSHAccess object")
-    snapshot, errors = snapshot_from_objects(objects)
-    if errors:
-        name, err = next(iter(errors.items()))
-        raise ValueError(f"{path}: SSHAccess {name}: {err}") from (err if isinstance(err, GrantError) else None)
-    return snapshot
+    parsed = parse_objects(objects)
+    for i, p in enumerate(parsed):
+        if p.error is not None:
+            event(log, "access_object_invalid", logging.WARNING, file=str(path), index=i,
+                  object=object_ref(p.body), reason=p.error.reason, message=str(p.error))
+    return snapshot_of(parsed)

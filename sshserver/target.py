@@ -21,8 +21,9 @@ WORKLOAD_KINDS: dict[str, str] = {
     for alias in aliases
 }
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Matched with fullmatch: `$` also matches before a trailing newline ("web\n" would pass).
+_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?", re.ASCII)
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*", re.ASCII)
 
 
 class TargetError(ValueError):
@@ -50,7 +51,7 @@ def _short_kind(plural: str | None) -> str | None:
 def _check(value: str, what: str, pattern: re.Pattern[str], limit: int) -> str:
     if not value:
         raise TargetError(f"empty {what} in target")
-    if len(value) > limit or not pattern.match(value):
+    if len(value) > limit or not pattern.fullmatch(value):
         shown = value if len(value) <= 64 else value[:64] + "…"
         raise TargetError(f"invalid {what} {shown!r}: expected a Kubernetes name (lowercase a-z, 0-9, '-')")
     return value

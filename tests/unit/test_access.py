@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import base64
+import logging
+import struct
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sshserver.access import AccessSnapshot, GrantError, grant_from_object, snapshot_from_objects
 from sshserver.accessfile import load_access_file
@@ -99,18 +105,37 @@ def test_snapshot_skips_bad_objects_and_indexes_keys(pubkey: str) -> None:
     assert AccessSnapshot((grant_from_object(expired),)).grants_for_fingerprint(fp) == ()
 
 
-def test_access_file(pubkey: str, tmp_path: Path) -> None:
-    import yaml
-
+def test_access_file(pubkey: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "access.yaml"
     path.write_text(yaml.safe_dump([obj(pubkey)]))
     assert len(load_access_file(path).grants) == 1
-    path.write_text(yaml.safe_dump([obj(pubkey, publicKeys=["junk"])]))
-    with pytest.raises(ValueError, match="SSHAccess shop/alice"):
-        load_access_file(path)
     path.write_text("{unbalanced")
+    with pytest.raises(ValueError, match="cannot read access file") as info:
+        load_access_file(path)
+    assert "\n" not in str(info.value)
+    path.write_text("[" * 5000)  # PyYAML's composer recurses: RecursionError, not a traceback
     with pytest.raises(ValueError, match="cannot read access file"):
         load_access_file(path)
+
+
+def test_access_file_reports_a_bad_object_and_serves_the_others(
+        pubkey: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Like the cluster: a bad object grants nothing and is named in one log line; it is not fatal."""
+    bad = obj(pubkey, limits={"idleTimeout": "9" * 400 + "s"})
+    bad["metadata"]["name"] = "broken"
+    other = obj(pubkey)
+    other["metadata"]["name"] = "bob"
+    path = tmp_path / "access.yaml"
+    path.write_text(yaml.safe_dump_all([[obj(pubkey), bad, "not an object"], {"kind": "List", "items": [other]}]))
+    with caplog.at_level(logging.WARNING, logger="podssh.access"):
+        snapshot = load_access_file(path)
+    assert sorted(g.name for g in snapshot.grants) == ["alice", "bob"]
+    lines = [r for r in caplog.records if r.getMessage() == "access_object_invalid"]
+    assert len(lines) == 2
+    broken = lines[0].fields  # type: ignore[attr-defined]
+    assert broken["object"] == "shop/broken" and broken["reason"] == "InvalidSpec"
+    assert "idleTimeout" in broken["message"]
+    assert lines[1].fields["object"] == "?/?"  # type: ignore[attr-defined]
 
 
 def test_label_selector() -> None:
@@ -127,3 +152,259 @@ def test_label_selector() -> None:
     assert not sel.matches({"app": "web", "tier": "a"})
     assert str(sel) == "app=web,tier in (a,b),!legacy,env notin (prod),team"
     assert LabelSelector.from_dict({}).matches({"anything": "x"})
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def compressed_ecdsa_line() -> str:
+    """An ecdsa-sha2-nistp256 key whose point is compressed: it passes the CRD's pattern, and
+    cryptography raises NotImplementedError for it."""
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    blob = _ssh_string(b"ecdsa-sha2-nistp256") + _ssh_string(b"nistp256") + _ssh_string(point)
+    return "ecdsa-sha2-nistp256 " + base64.b64encode(blob).decode()
+
+
+def rsa_line(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_cryptography_failures_become_invalid_key() -> None:
+    with pytest.raises(InvalidKeyError, match="malformed ecdsa-sha2-nistp256 key"):
+        parse_public_key(compressed_ecdsa_line())
+
+
+def test_rsa_keys_under_2048_bits_are_refused() -> None:
+    with pytest.raises(InvalidKeyError, match="RSA key of 1024 bits is too small"):
+        parse_public_key(rsa_line(1024))
+    assert parse_public_key(rsa_line(2048)).key_type == "ssh-rsa"
+
+
+@pytest.mark.parametrize("line", [None, 5, ["ssh-ed25519", "AAAA"], "ssh-ed25519 " + "A" * 5000])
+def test_keys_of_any_shape_raise_invalid_key(line: object) -> None:
+    with pytest.raises(InvalidKeyError):
+        parse_public_key(line)  # type: ignore[arg-type]
+
+
+SEL = {"matchLabels": {"app": "web"}}
+
+
+@pytest.mark.parametrize(("spec", "reason", "message"), [
+    # Values that passed the old CRD and made the parser raise something else.
+    ({"limits": {"idleTimeout": "9" * 400 + "s"}}, "InvalidSpec", "idleTimeout"),
+    ({"limits": {"maxSessionDuration": "1" * 7 + "h"}}, "InvalidSpec", "maxSessionDuration"),
+    ({"publicKeys": ["__compressed__"]}, "InvalidKey", r"publicKeys\[0\]: malformed ecdsa"),
+    # Fields of the wrong shape (possible in --access files).
+    ({"pods": "x"}, "InvalidSpec", "spec.pods must be an object"),
+    ({"pods": {"selector": 5}}, "InvalidSpec", "selector must be an object"),
+    ({"pods": {"selector": {"matchLabels": ["app"]}}}, "InvalidSpec", "matchLabels must be a map"),
+    ({"pods": {"selector": {"matchLabels": {"app": 1}}}}, "InvalidSpec", "must be a string"),
+    ({"pods": {"selector": {"matchExpressions": "app"}}}, "InvalidSpec", "must be a list"),
+    ({"pods": {"selector": {"matchExpressions": [{"key": "a", "operator": "In", "values": "x"}]}}},
+     "InvalidSpec", "values must be a list"),
+    ({"pods": {"selector": {"matchExpressions": [{"key": ["a"], "operator": "Exists"}]}}},
+     "InvalidSpec", "must be a string"),
+    ({"pods": {"selector": {"matchExpressions": [{"key": "a", "operator": ["In"]}]}}},
+     "InvalidSpec", "operator"),
+    ({"pods": {"selector": {"matchLabels": {"app": "web\nx"}}}}, "InvalidSpec", "invalid label value"),
+    ({"pods": {"selector": {"matchLabels": {"a b": "web"}}}}, "InvalidSpec", "invalid label key"),
+    ({"limits": [1]}, "InvalidSpec", "spec.limits must be an object"),
+    ({"allow": "yes"}, "InvalidSpec", "spec.allow must be an object"),
+    ({"publicKeys": "ssh-ed25519 AAAA"}, "InvalidSpec", "publicKeys must be a list"),
+    ({"groups": [1]}, "InvalidSpec", "groups must be a list of strings"),
+    ({"user": ["alice"]}, "InvalidSpec", "spec.user"),
+    # Booleans must be booleans: bool("false") is True.
+    ({"allow": {"shell": "false"}}, "InvalidSpec", "spec.allow.shell must be true or false"),
+    ({"allow": {"exec": 1}}, "InvalidSpec", "spec.allow.exec must be true or false"),
+    ({"allow": {"sftp": "yes"}}, "InvalidSpec", "spec.allow.sftp must be true or false"),
+    ({"allow": {"portForward": [True]}}, "InvalidSpec", "portForward"),
+    ({"allow": {"portForward": list(range(1, 100))}}, "InvalidSpec", "portForward"),
+    # Numbers must be bounded whole numbers.
+    ({"limits": {"maxSessions": True}}, "InvalidSpec", "maxSessions"),
+    ({"limits": {"maxSessions": 10**400}}, "InvalidSpec", "maxSessions"),
+    ({"limits": {"maxSessions": "3"}}, "InvalidSpec", "maxSessions"),
+    ({"limits": {"maxSessions": 2.5}}, "InvalidSpec", "maxSessions"),
+    ({"limits": {"maxSessions": 0}}, "InvalidSpec", "maxSessions"),
+    ({"limits": {"idleTimeout": float("inf")}}, "InvalidSpec", "idleTimeout"),
+    ({"limits": {"idleTimeout": float("nan")}}, "InvalidSpec", "idleTimeout"),
+    ({"limits": {"idleTimeout": "0s"}}, "InvalidSpec", "longer than zero"),
+    ({"limits": {"idleTimeout": ""}}, "InvalidSpec", "idleTimeout"),
+    ({"limits": {"idleTimeout": "15m\n"}}, "InvalidSpec", "idleTimeout"),
+    ({"limits": {"idleTimeout": "\u0661\u0665m"}}, "InvalidSpec", "idleTimeout"),  # Arabic-Indic digits
+    ({"limits": {"idleTimeout": ["15m"]}}, "InvalidSpec", "idleTimeout"),
+    # Times that overflow once compared.
+    ({"notBefore": "0001-01-01T00:00:00+01:00"}, "InvalidSpec", "out of range"),
+    ({"expiresAt": 17}, "InvalidSpec", "expiresAt"),
+    ({"expiresAt": "x" * 10000}, "InvalidSpec", "expiresAt"),
+    # Control characters would reach the Impersonate-User/-Group headers.
+    ({"user": "alice\r\nImpersonate-Group: system:masters"}, "InvalidSpec", "control characters"),
+    ({"user": "alice\x00"}, "InvalidSpec", "control characters"),
+    ({"user": "alice\x85"}, "InvalidSpec", "control characters"),
+    ({"user": "a" * 254}, "InvalidSpec", "longer than 253"),
+    ({"groups": ["dev\nx"]}, "InvalidSpec", r"spec.groups\[0\] must not contain control characters"),
+    ({"groups": [""]}, "InvalidSpec", r"spec.groups\[0\]"),
+    ({"groups": ["g"] * 17}, "InvalidSpec", "limit is 16"),
+    # Empty lists and selectors that would read as "everything".
+    ({"pods": {"selector": SEL, "containers": []}}, "InvalidSpec", "containers must not be empty"),
+    ({"pods": {"selector": SEL, "containers": ["App"]}}, "InvalidSpec", "not a valid Kubernetes name"),
+    ({"pods": {"selector": {}}}, "InvalidSpec", "must not be empty"),
+    ({"pods": {"selector": None}}, "InvalidSpec", "must not be empty"),
+    ({"pods": {"selector": {"matchLabels": {}}}}, "InvalidSpec", "must not be empty"),
+    ({"pods": {"selector": {"matchLabels": {}, "matchExpressions": []}}}, "InvalidSpec", "must not be empty"),
+    ({"pods": {"selector": {"matchlabels": {"app": "web"}}}}, "InvalidSpec", "unknown selector field"),
+    ({"shellCommand": []}, "InvalidSpec", "shellCommand must not be empty"),
+    ({"shellCommand": ["sh"] * 65}, "InvalidSpec", "shellCommand"),
+    ({"publicKeys": ["x"] * 33}, "InvalidSpec", "limit is 32"),
+])
+def test_any_bad_field_is_invalid_spec_on_that_object(pubkey: str, spec: dict, reason: str, message: str) -> None:
+    if spec.get("publicKeys") == ["__compressed__"]:
+        spec = {"publicKeys": [compressed_ecdsa_line()]}
+    with pytest.raises(GrantError, match=message) as info:
+        grant_from_object(obj(pubkey, **spec))
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("body", [
+    None, "x", [], 5,
+    {"metadata": "x", "spec": {}},
+    {"metadata": {"namespace": ["shop"], "name": "a"}, "spec": {"user": "a"}},
+    {"metadata": {"namespace": "Shop", "name": "a"}, "spec": {"user": "a"}},
+    {"metadata": {"namespace": "shop", "name": "a", "uid": 7}, "spec": {"user": "a"}},
+    {"metadata": {"namespace": "shop", "name": "a"}, "spec": "x"},
+])
+def test_objects_of_any_shape_are_invalid_spec(body: object) -> None:
+    with pytest.raises(GrantError) as info:
+        grant_from_object(body)  # type: ignore[arg-type]
+    assert info.value.reason == "InvalidSpec"
+
+
+def test_allow_takes_real_booleans(pubkey: str) -> None:
+    g = grant_from_object(obj(pubkey, allow={"shell": False, "exec": True, "sftp": None}))
+    assert (g.allow.shell, g.allow.exec, g.allow.sftp) == (False, True, False)
+
+
+def test_limits_and_times_parse(pubkey: str) -> None:
+    g = grant_from_object(obj(pubkey, limits={"maxSessions": 3, "idleTimeout": "999999h", "maxSessionDuration": 90},
+                              notBefore="2026-01-01T01:00:00+01:00"))
+    assert g.limits.max_sessions == 3 and g.limits.idle_timeout == 999999 * 3600.0
+    assert g.limits.max_session_duration == 90.0
+    assert g.not_before == datetime(2026, 1, 1, tzinfo=UTC) and g.not_before.tzinfo is UTC
+
+
+def test_the_safety_net_turns_any_parser_bug_into_invalid_spec(
+        pubkey: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import sshserver.access as access
+
+    def broken(_obj: object) -> None:
+        raise OverflowError("a bug")
+
+    monkeypatch.setattr(access, "_parse_grant", broken)
+    with caplog.at_level(logging.ERROR, logger="podssh.access"), pytest.raises(GrantError) as info:
+        grant_from_object(obj(pubkey))
+    assert info.value.reason == "InvalidSpec" and "OverflowError" in str(info.value)
+    assert [r.getMessage() for r in caplog.records] == ["grant_parser_error"]
+
+
+def _named(body: dict, name: str, uid: str) -> dict:
+    body["metadata"] = {"namespace": "shop", "name": name, "uid": uid}
+    return body
+
+
+class _Writer:
+    """Stands in for the ClusterWriter: records what the inventory would write."""
+
+    def __init__(self) -> None:
+        self.patches: list = []
+        self.events: list = []
+
+    def patch_status(self, patch: object) -> None:
+        self.patches.append(patch)
+
+    def emit(self, ev: object) -> None:
+        self.events.append(ev)
+
+
+@pytest.mark.parametrize("bad_spec", [
+    {"limits": {"idleTimeout": "9" * 400 + "s"}},
+    {"publicKeys": ["__compressed__"]},
+    {"pods": "x"},
+    {"limits": [1]},
+    {"allow": {"shell": "false"}},
+    {"limits": {"maxSessions": 10**400}},
+    {"user": "eve\r\nImpersonate-Group: system:masters"},
+])
+@pytest.mark.parametrize("with_writer", [False, True])
+def test_inventory_keeps_applying_changes_while_a_bad_object_exists(
+        pubkey: str, tmp_path: Path, bad_spec: dict, with_writer: bool) -> None:
+    """Hole 2: one object the parser chokes on must not freeze revocation for everyone."""
+    from sshoperator.inventory import Inventory
+
+    from sshserver.access import AccessStore
+
+    if bad_spec.get("publicKeys") == ["__compressed__"]:
+        bad_spec = {"publicKeys": [compressed_ecdsa_line()]}
+    other_key = make_pubkey(tmp_path, "other")
+    store = AccessStore()
+    writer = _Writer() if with_writer else None
+    inventory = Inventory(store, writer)  # type: ignore[arg-type]
+    inventory.upsert(_named(obj(pubkey), "alice", "u-alice"))
+    inventory.upsert(_named(obj(pubkey, **bad_spec), "broken", "u-broken"))
+    bob = _named(obj(pubkey, publicKeys=[pubkey, other_key]), "bob", "u-bob")
+    inventory.upsert(bob)
+    fp, other_fp = parse_public_key(pubkey).fingerprint, parse_public_key(other_key).fingerprint
+    assert sorted(g.name for g in store.current.grants_for_fingerprint(fp)) == ["alice", "bob"]
+    # A deletion and an edit after the bad object arrived both apply at once.
+    inventory.delete(_named(obj(pubkey), "alice", "u-alice"))
+    assert [g.name for g in store.current.grants_for_fingerprint(fp)] == ["bob"]
+    bob = _named(obj(pubkey, publicKeys=[other_key]), "bob", "u-bob")
+    inventory.upsert(bob)
+    assert store.current.grants_for_fingerprint(fp) == ()
+    assert [g.name for g in store.current.grants_for_fingerprint(other_fp)] == ["bob"]
+    # So does a full resync that still holds the bad object.
+    inventory.replace_all([_named(obj(pubkey, **bad_spec), "broken", "u-broken")])
+    assert store.current.grants == ()
+    if writer is not None:
+        reasons = {e.name: e.reason for e in writer.events}
+        assert reasons == {"broken": "InvalidKey" if "publicKeys" in bad_spec else "InvalidSpec"}
+
+
+def test_inventory_survives_objects_of_any_shape(pubkey: str) -> None:
+    from sshoperator.inventory import Inventory
+
+    from sshserver.access import AccessStore
+
+    store = AccessStore()
+    inventory = Inventory(store, _Writer())  # type: ignore[arg-type]
+    for body in ({"metadata": "x"}, {"metadata": {"uid": "z"}, "spec": [1]},
+                 {"metadata": {"name": "n", "uid": "q"}, "status": "odd"}):
+        inventory.upsert(body)
+    inventory.upsert(_named(obj(pubkey), "alice", "u-alice"))
+    assert [g.name for g in store.current.grants] == ["alice"]
+    inventory.delete(_named(obj(pubkey), "alice", "u-alice"))
+    assert store.current.grants == ()
+
+
+def make_pubkey(directory: Path, name: str) -> str:
+    path = directory / f"id_{name}"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _sk_line(key_type: bytes, *fields: bytes) -> str:
+    blob = _ssh_string(key_type) + b"".join(map(_ssh_string, fields))
+    return key_type.decode() + " " + base64.b64encode(blob).decode()
+
+
+def test_security_keys_are_checked_field_by_field() -> None:
+    ed, ecdsa = b"sk-ssh-ed25519@openssh.com", b"sk-ecdsa-sha2-nistp256@openssh.com"
+    assert parse_public_key(_sk_line(ed, b"\x01" * 32, b"ssh:")).key_type == ed.decode()
+    assert parse_public_key(_sk_line(ecdsa, b"nistp256", b"\x04" + b"\x01" * 64, b"ssh:")).key_type == ecdsa.decode()
+    for line in (_sk_line(ed), _sk_line(ed, b"\x01" * 31, b"ssh:"), _sk_line(ed, b"\x01" * 32, b"ssh:", b"x"),
+                 _sk_line(ecdsa, b"nistp384", b"\x04" + b"\x01" * 64, b"ssh:"),
+                 _sk_line(ecdsa, b"nistp256", b"\x02" + b"\x01" * 32, b"ssh:"),
+                 _sk_line(ed, b"\x01" * 32, b"ssh:")[:-8]):
+        with pytest.raises(InvalidKeyError):
+            parse_public_key(line)

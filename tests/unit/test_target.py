@@ -36,6 +36,12 @@ def test_valid_targets(name: str, expected: Target) -> None:
     ("x" * 600, "user name too long"),
     ("shop/" + "a" * 300, "invalid pod name"),
     ("shop/web\x00", "invalid pod name"),
+    # `$` matched before a trailing newline: every part must match as a whole.
+    ("shop/web\n", "invalid pod name"),
+    ("shop\n/web", "invalid namespace"),
+    ("shop/web:app\n", "invalid container name"),
+    ("shop/deploy/web\n", "invalid workload name"),
+    ("shop/w\u0660b", "invalid pod name"),
 ])
 def test_invalid_targets_name_the_problem(name: str, message: str) -> None:
     with pytest.raises(TargetError, match=message):
