@@ -26,9 +26,9 @@ from dataclasses import dataclass
 class Startups:
     """sshd's MaxStartups START:RATE:FULL."""
 
-    start: int = 16
+    start: int = 64
     rate: int = 30
-    full: int = 100
+    full: int = 256
 
     @classmethod
     def parse(cls, text: str) -> Startups:
@@ -41,7 +41,7 @@ class Startups:
         if len(nums) == 1:
             nums = [nums[0], 100, nums[0]]
         if len(nums) != 3:
-            raise ValueError(f"expected START:RATE:FULL (e.g. 16:30:100), got {text!r}")
+            raise ValueError(f"expected START:RATE:FULL (e.g. 64:30:256), got {text!r}")
         start, rate, full = nums
         if not (0 < start <= full and 0 <= rate <= 100):
             raise ValueError(f"need 0 < START <= FULL and 0 <= RATE <= 100, got {text!r}")
@@ -59,9 +59,9 @@ class Startups:
 @dataclass(frozen=True)
 class Limits:
     startups: Startups = Startups()
-    per_source_unauthenticated: int = 8
-    per_source: int = 128
-    per_identity: int = 32
+    per_source_unauthenticated: int = 32
+    per_source: int = 256
+    per_identity: int = 64
 
 
 class Admission:

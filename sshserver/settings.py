@@ -20,19 +20,19 @@ class GatewaySettings:
     # Authentication hardening, as sshd's MaxAuthTries, LoginGraceTime and MaxStartups.
     max_auth_tries: int = 6
     login_grace_time: float = 30.0
-    max_unauthenticated: int = 100  # FULL of sshd's MaxStartups START:RATE:FULL
-    startups_start: int = 16  # from here on, random early drop of new unauthenticated connections
+    max_unauthenticated: int = 256  # FULL of sshd's MaxStartups START:RATE:FULL
+    startups_start: int = 64  # from here on, random early drop of new unauthenticated connections
     startups_rate: int = 30  # ... with this probability (percent), rising to 100 at FULL
     # One address cannot take every place, nor (below START) start the early drop for everyone.
-    max_unauthenticated_per_source: int = 8
-    max_connections_per_source: int = 128
-    max_connections_per_key: int = 32  # per identity (key or certificate fingerprint)
+    max_unauthenticated_per_source: int = 32  # below START: 20 parallel logins from one host pass
+    max_connections_per_source: int = 256
+    max_connections_per_key: int = 64  # per identity (key or certificate fingerprint)
     version_timeout: float = 10.0  # until the client's version line (slowloris), shorter than the grace time
     failure_delay_base: float = 0.25
     failure_delay_cap: float = 8.0
     # After authentication, as sshd's MaxSessions and more.
     max_sessions: int = 10  # session channels per connection
-    max_channels: int = 64  # all channels per connection (ssh -L opens one per TCP connection)
+    max_channels: int = 256  # all channels per connection (ssh -L opens one per TCP connection)
     max_env_requests: int = 64  # per channel
     max_env_bytes: int = 64 * 1024  # names and values per channel
     max_global_requests: int = 64  # refused global requests (-R, unknown) before the connection is closed

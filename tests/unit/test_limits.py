@@ -312,3 +312,23 @@ def test_refusals_under_a_flood_are_logged_once_a_second(caplog: pytest.LogCaptu
             assert gw.gateway.metrics.connections_total.labels("refused")._value.get() >= 30
         finally:
             idle.close()
+
+
+def test_default_limits_let_twenty_parallel_logins_from_one_address_through() -> None:
+    """The per-address caps must not refuse ordinary parallelism (ansible forks, CI jobs, the
+    e2e suite's twenty parallel sessions): the defaults sit well above it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with running_gateway(GRANTS) as gw:
+        barrier = threading.Barrier(20)
+
+        def one(_: int) -> bool:
+            barrier.wait()
+            t = client(gw.port, KEY)
+            try:
+                return t.is_authenticated() and t.open_session(timeout=10) is not None
+            finally:
+                t.close()
+
+        with ThreadPoolExecutor(20) as pool:
+            assert all(pool.map(one, range(20)))
