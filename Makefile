@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast fuzz lint cluster-up cluster-down demo demo-down clean
+.PHONY: all venv test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down clean
 
 all: test
 
@@ -33,8 +33,15 @@ test-fast: venv
 # The fuzz harnesses of tests/fuzz at length (`make test` runs each a few hundred times):
 # FUZZ_EXAMPLES inputs per harness, a count per harness printed at the end.
 FUZZ_EXAMPLES ?= 20000
+# Then the wire-level fuzzer (tests/fuzz/wirefuzz.py) for WIRE_SESSIONS sessions; alone: make fuzz-wire.
+WIRE_SESSIONS ?= 100000
 fuzz: venv
 	PODSSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q
+	$(PY) tests/fuzz/wirefuzz.py --sessions $(WIRE_SESSIONS)
+
+# The wire-level fuzzer against an in-process gateway (no cluster).
+fuzz-wire: venv
+	$(PY) tests/fuzz/wirefuzz.py --sessions $(WIRE_SESSIONS)
 
 cluster-up:
 	hack/cluster up

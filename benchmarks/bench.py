@@ -465,7 +465,9 @@ spec:
     key = make_key(work, "bench")
     cluster.kubectl("apply", "-f", "-", input=json.dumps(_grant("bench", key)))
     gateway = Gateway(work / "gw", cluster.kubeconfig, None,
-                      extra_args=["--max-unauthenticated", "256", "--audit-log", str(work / "audit.jsonl")],
+                      extra_args=["--max-startups", "1024", "--max-unauthenticated-per-source", "1024",
+                                  "--max-connections-per-source", "2048", "--max-connections-per-key", "2048",
+                                  "--audit-log", str(work / "audit.jsonl")],
                       env=dict(os.environ)).start()
     bench = Bench(cluster, gateway, key, "bench", args.runs, args.size_mb, work)
     bench.deb = "bench-deb"  # type: ignore[attr-defined]

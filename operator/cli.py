@@ -32,6 +32,60 @@ def _ns_name(text: str) -> tuple[str, str]:
     return ns, name
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return int(text)
+
+
+def _startups(text: str) -> tuple[int, int, int]:
+    from sshserver.admission import Startups
+
+    try:
+        s = Startups.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return s.start, s.rate, s.full
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    from sshserver.proxyprotocol import TrustedProxies
+
+    try:
+        proxies = TrustedProxies.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return tuple(str(n) for n in proxies.networks)
+
+
+def _admission_flags(serve: argparse.ArgumentParser) -> None:
+    """Limits against floods, as sshd's MaxStartups, PerSourceMaxStartups and MaxSessions."""
+    d = GatewaySettings()
+    add = serve.add_argument
+    add("--max-startups", type=_startups, metavar="START:RATE:FULL",
+        default=(d.startups_start, d.startups_rate, d.max_unauthenticated),
+        help="unauthenticated connections: from START on refuse new ones with probability RATE%%, "
+             f"rising to 100%% at FULL (default: {d.startups_start}:{d.startups_rate}:{d.max_unauthenticated})")
+    add("--max-unauthenticated-per-source", type=_positive, default=d.max_unauthenticated_per_source,
+        metavar="N", help="unauthenticated connections from one address (default: %(default)s)")
+    add("--max-connections-per-source", type=_positive, default=d.max_connections_per_source,
+        metavar="N", help="connections from one address (default: %(default)s)")
+    add("--max-connections-per-key", type=_positive, default=d.max_connections_per_key, metavar="N",
+        help="authenticated connections of one key or certificate (default: %(default)s)")
+    add("--max-sessions", type=_positive, default=d.max_sessions, metavar="N",
+        help="session channels per connection, as sshd's MaxSessions (default: %(default)s)")
+    add("--max-channels", type=_positive, default=d.max_channels, metavar="N",
+        help="channels per connection, ssh -L ones included (default: %(default)s)")
+    add("--version-timeout", type=float, default=d.version_timeout, metavar="SECONDS",
+        help="until the client's version line; the key exchange and login then have the rest of "
+             "--login-grace-time (default: %(default)s)")
+    add("--proxy-protocol", type=_cidrs, default=(), metavar="CIDR[,CIDR...]",
+        help="connections from these networks must start with a PROXY protocol v1/v2 header, whose "
+             "client address is then used; never parsed from other peers (default: off)")
+    add("--proxy-timeout", type=float, default=d.proxy_timeout, metavar="SECONDS",
+        help="for the PROXY header to arrive (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.")
     parser.add_argument("--version", action="version", version=f"podssh {__version__}")
@@ -61,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exec as the grant's user (Impersonate-User), so cluster RBAC decides")
     serve.add_argument("--max-auth-tries", type=int, default=6)
     serve.add_argument("--login-grace-time", type=float, default=30.0, metavar="SECONDS")
-    serve.add_argument("--max-unauthenticated", type=int, default=64)
+    serve.add_argument("--max-unauthenticated", type=_positive, metavar="N",
+                       help="the FULL of --max-startups (kept for compatibility)")
+    _admission_flags(serve)
     serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="after SIGTERM, how long live sessions may go on before they are ended")
     serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
@@ -230,7 +286,13 @@ def serve(args: argparse.Namespace) -> int:
     settings = GatewaySettings(
         listen_host=args.listen[0], listen_port=args.listen[1], banner=banner,
         max_auth_tries=args.max_auth_tries, login_grace_time=args.login_grace_time,
-        max_unauthenticated=args.max_unauthenticated, impersonate=args.impersonate,
+        max_unauthenticated=args.max_unauthenticated or args.max_startups[2],
+        startups_start=args.max_startups[0], startups_rate=args.max_startups[1],
+        max_unauthenticated_per_source=args.max_unauthenticated_per_source,
+        max_connections_per_source=args.max_connections_per_source,
+        max_connections_per_key=args.max_connections_per_key, max_sessions=args.max_sessions,
+        max_channels=args.max_channels, version_timeout=args.version_timeout,
+        proxy_protocol=args.proxy_protocol, proxy_timeout=args.proxy_timeout, impersonate=args.impersonate,
         drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
         hang_up=args.hang_up, revoked_keys=revoked, api_keepalive=args.api_keepalive,
         api_keepalive_timeout=args.api_keepalive_timeout,

@@ -14,8 +14,9 @@ from typing import Any
 
 import paramiko
 
-from . import eow, fastpipe
+from . import eow, fastpipe, paramiko_patches
 from .access import AccessStore, Grant
+from .admission import Admission, Limits, Startups
 from .audit import AuditTrail
 from .bridge import Bridge, SessionEnd
 from .connection import ChannelRequests, Connection
@@ -26,6 +27,7 @@ from .kube import KubeClient
 from .logevents import event
 from .metrics import Metrics
 from .observer import SessionObserver, SessionOutcome
+from .proxyprotocol import ProxyHeaderError, TrustedProxies, format_peer, read_header
 from .resolver import PodResolver
 from .server import GatewayServer
 from .session import Session
@@ -33,6 +35,8 @@ from .settings import GatewaySettings
 from .throttle import FailureThrottle
 
 log = logging.getLogger("podssh.gateway")
+
+paramiko_patches.install()  # before any Transport exists: see the module
 
 SUPERVISE_INTERVAL = 0.25
 IDLE_SUPERVISE_INTERVAL = 1.0
@@ -55,7 +59,13 @@ class Gateway:
         self._lock = threading.Lock()
         self._sessions: set[Bridge] = set()
         self._connections: set[Connection] = set()
-        self._unauthenticated = 0
+        self.admission = Admission(Limits(
+            startups=Startups(min(settings.startups_start, settings.max_unauthenticated), settings.startups_rate,
+                              settings.max_unauthenticated),
+            per_source_unauthenticated=settings.max_unauthenticated_per_source,
+            per_source=settings.max_connections_per_source, per_identity=settings.max_connections_per_key))
+        self.proxies = TrustedProxies(settings.proxy_protocol)
+        self._refusals: dict[str, tuple[float, int]] = {}  # reason: (last logged, refused since)
         self._draining = threading.Event()  # shutting down: report not ready
         self._stopping = threading.Event()  # no new connections or sessions
         self._closing = threading.Event()  # drain is over: close what is left
@@ -82,41 +92,62 @@ class Gateway:
         return self.address
 
     def serve_forever(self) -> None:
+        """The accept loop (its own thread). Nothing here blocks on a client: a connection from a
+        trusted proxy gets its thread first and is admitted once its PROXY header is read."""
         assert self._sock is not None, "bind() first"
         while not self._stopping.is_set():
             try:
                 client, addr = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stopping.is_set():
                     break
-                raise
-            peer = f"{addr[0]}:{addr[1]}"
-            with self._lock:
-                if self._unauthenticated >= self.settings.max_unauthenticated:
-                    refused = True
-                else:
-                    refused = False
-                    self._unauthenticated += 1
-            if refused:
-                self.metrics.connections_total.labels("refused").inc()
-                event(log, "connection_refused", logging.WARNING, peer=peer,
-                      reason="too many unauthenticated connections")
-                client.close()
+                # EMFILE/ENFILE/ENOBUFS and the like: refuse this one, keep serving.
+                event(log, "accept_failed", logging.WARNING, error=str(exc)[:200])
+                time.sleep(0.05)
+                continue
+            peer = format_peer((addr[0], addr[1]))
+            proxied = bool(self.proxies) and self.proxies.covers(addr[0])
+            why = self.admission.hold() if proxied else self.admission.admit(addr[0])
+            if why is not None:
+                self._refuse(client, peer, why)
                 continue
             self.metrics.connections_total.labels("accepted").inc()
-            client.settimeout(None)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._handle, args=(client, peer), daemon=True,
-                             name=f"conn-{peer}").start()
+            try:
+                threading.Thread(target=self._handle, args=(client, peer, proxied), daemon=True,
+                                 name=f"conn-{peer}").start()
+            except RuntimeError as exc:  # "can't start new thread": this one is refused, not the loop
+                if proxied:
+                    self.admission.unhold()
+                else:
+                    self.admission.released(addr[0], None, authenticated=False)
+                event(log, "connection_refused", logging.WARNING, peer=peer, reason=f"no thread: {exc}"[:200])
+                with contextlib.suppress(OSError):
+                    client.close()
         self._sock.close()
+
+    def _refuse(self, client: socket.socket, peer: str, why: str) -> None:
+        """Closes a connection refused by admission. Under a flood the log gets at most one line
+        per reason and second (with how many were not logged); the metric counts every one."""
+        self.metrics.connections_total.labels("refused").inc()
+        with contextlib.suppress(OSError):
+            client.close()
+        now = time.monotonic()
+        with self._lock:
+            logged_at, unlogged = self._refusals.get(why, (0.0, 0))
+            if now - logged_at < 1.0:
+                self._refusals[why] = (logged_at, unlogged + 1)
+                return
+            self._refusals[why] = (now, 0)
+        event(log, "connection_refused", logging.WARNING, peer=peer, reason=why,
+              **({"not_logged": unlogged} if unlogged else {}))
 
     # --- one connection ---------------------------------------------------------------------
 
     def _transport(self, client: socket.socket) -> paramiko.Transport:
         s = self.settings
-        t = paramiko.Transport(client, default_window_size=s.window_size,
+        t = paramiko.Transport(client, default_window_size=s.initial_window_size,
                                default_max_packet_size=s.max_packet_size)
         t.local_version = s.version
         opts = t.get_security_options()
@@ -126,38 +157,66 @@ class Gateway:
         certs = tuple(k.get_name() for k in self._host_keys if k.get_name().endswith("-cert-v01@openssh.com"))
         if certs:  # host certificates (hostcerts.py): paramiko offers only the types listed here
             opts.key_types = certs + tuple(paramiko.Transport._preferred_keys)
-        t.banner_timeout = s.login_grace_time
+        t.banner_timeout = min(s.version_timeout, s.login_grace_time)
         t.handshake_timeout = s.login_grace_time
         t.auth_timeout = s.login_grace_time
         return t
 
-    def _handle(self, client: socket.socket, peer: str) -> None:
-        conn = Connection(peer=peer)
+    def _proxied_peer(self, client: socket.socket, proxy: str) -> str | None:
+        """The client address from the PROXY header of a trusted proxy's connection; None (logged)
+        when the header is missing, malformed or late. Runs in the connection's thread."""
+        try:
+            header = read_header(client, self.settings.proxy_timeout)
+        except (ProxyHeaderError, OSError) as exc:
+            event(log, "proxy_header_invalid", logging.WARNING, proxy=proxy, error=str(exc)[:200])
+            return None
+        return proxy if header.source is None else format_peer(header.source)
+
+    def _handle(self, client: socket.socket, peer: str, proxied: bool = False) -> None:
+        accepted = time.monotonic()
+        proxy = None
+        if proxied:
+            proxy, real = peer, self._proxied_peer(client, peer)
+            self.admission.unhold()
+            why = "invalid PROXY header" if real is None else self.admission.admit(real.rsplit(":", 1)[0])
+            if why is not None:
+                self._refuse(client, real or peer, why)
+                return
+            peer = real
+        conn = Connection(peer=peer, proxy=proxy)
         with self._lock:
             self._connections.add(conn)
         self.metrics.connections.inc()
-        self.audit.record("connection_open", conn=conn.id, peer=peer)
+        self.audit.record("connection_open", conn=conn.id, peer=peer, **({"proxy": proxy} if proxy else {}))
         transport = None
         reason = "client"
         try:
+            client.settimeout(None)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = self._transport(client)
             conn.transport = transport
             eow.install(transport, lambda channel: self._client_stopped_reading(conn, channel))
+            self._note_login_at_once(transport, conn)
+            handshake = threading.Event()
             try:
-                transport.start_server(server=GatewayServer(self, conn))
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                reason = "handshake_failed"
-                self.metrics.handshake_failures.inc()
-                event(log, "handshake_failed", conn=conn.id, peer=peer, error=str(exc)[:200] or type(exc).__name__)
+                transport.start_server(event=handshake, server=GatewayServer(self, conn))
+            except RuntimeError as exc:  # the Transport's thread did not start
+                reason = "no_thread"
+                event(log, "connection_refused", logging.WARNING, conn=conn.id, peer=peer,
+                      reason=f"no thread: {exc}"[:200])
                 return
-            deadline = time.monotonic() + self.settings.login_grace_time
+            failed = self._await_handshake(conn, transport, handshake, accepted)
+            if failed is not None:
+                reason = failed
+                return
+            deadline = accepted + self.settings.login_grace_time
             while transport.is_active() and not self._closing.is_set():
+                if conn.hangup.is_set():
+                    reason = conn.hangup_reason
+                    break
                 if not conn.authenticated.is_set():
                     if transport.is_authenticated():
                         self.note_authenticated(conn)
-                    elif conn.hangup.is_set():
-                        reason = "too_many_auth_failures"
-                        break
                     elif time.monotonic() > deadline:
                         reason = "login_grace_exceeded"
                         break
@@ -169,8 +228,9 @@ class Gateway:
                     with conn.lock:
                         conn.channels.add(chan)
                         forward = conn.requests.get(chan.get_id(), ChannelRequests()).forward
-                    if forward is not None:
-                        self._start_bridge(conn, ForwardSession(self, conn, chan, forward[1]))
+                    if forward is not None and not self._start_bridge(
+                            conn, ForwardSession(self, conn, chan, forward[1])):
+                        chan.close()
                 self._forget_closed(conn)
             if self._closing.is_set():
                 reason = "shutdown"
@@ -181,24 +241,66 @@ class Gateway:
             handler = transport.auth_handler if transport is not None else None
             if handler is not None and handler.is_authenticated():
                 self.note_authenticated(conn)  # a client that logged in and left at once
+            # Its places are given back before the close is recorded: whoever sees the record may
+            # connect again at once.
+            self.admission.released(conn.source, conn.counted_identity, conn.authenticated.is_set())
             self._close_connection(conn, transport, client, reason)
-            if not conn.authenticated.is_set():
-                with self._lock:
-                    self._unauthenticated -= 1
 
-    def note_authenticated(self, conn: Connection) -> None:
+    def _note_login_at_once(self, transport: paramiko.Transport, conn: Connection) -> None:
+        """Counts the login (per-key cap, audit) in the Transport thread right after paramiko sent
+        USERAUTH_SUCCESS, before it reads anything the client sends under it."""
+        trigger = transport._auth_trigger
+
+        def authenticated() -> None:
+            self.note_authenticated(conn)
+            trigger()
+
+        transport._auth_trigger = authenticated  # type: ignore[method-assign]
+
+    def _await_handshake(self, conn: Connection, transport: paramiko.Transport, done: threading.Event,
+                         accepted: float) -> str | None:
+        """Until key exchange is over: None, or why the connection ends. The client's version
+        line must come within version_timeout of the accept (a slowloris sending a byte every
+        few seconds resets paramiko's own per-read timeout), the key exchange within the grace."""
+        s = self.settings
+        while not done.wait(SUPERVISE_INTERVAL):
+            if self._closing.is_set():
+                return "shutdown"
+            if not transport.is_active():
+                break
+            elapsed = time.monotonic() - accepted
+            if not transport.remote_version and elapsed > s.version_timeout:
+                event(log, "handshake_failed", conn=conn.id, peer=conn.peer, error="no version line in time")
+                return "version_timeout"
+            if elapsed > s.login_grace_time:
+                return "login_grace_exceeded"
+        if transport.is_active():
+            return None
+        exc = transport.get_exception()
+        self.metrics.handshake_failures.inc()
+        event(log, "handshake_failed", conn=conn.id, peer=conn.peer,
+              error=(str(exc)[:200] or type(exc).__name__) if exc else "negotiation failed")
+        return "handshake_failed"
+
+    def note_authenticated(self, conn: Connection) -> bool:
         """Records a login exactly once, before anything done under it: called by the supervisor,
         by the first channel or global request (paramiko takes those only after authentication)
-        and at the end of a connection too short for either."""
+        and at the end of a connection too short for either. False when the connection may do
+        nothing: its identity already holds max_connections_per_key connections (it is hung up)."""
         with conn.lock:
             if conn.authenticated.is_set():
-                return
+                return not conn.hangup.is_set()
             conn.authenticated.set()
-        with self._lock:
-            self._unauthenticated -= 1
-        self.throttle.succeeded(conn.peer.rsplit(":", 1)[0])
-        grants = conn.grants
         ident = conn.identity
+        key = ident.fingerprint if ident else f"conn-{conn.id}"
+        if not self.admission.authenticated(conn.source, key):
+            conn.hang_up("too_many_connections_for_key")
+            event(log, "connection_refused", logging.WARNING, conn=conn.id, peer=conn.peer,
+                  reason="too many connections for this key", fingerprint=key)
+            return False
+        conn.counted_identity = key
+        self.throttle.succeeded(conn.source)
+        grants = conn.grants
         cert = ident.certificate if ident else None
         self.metrics.auth_attempts.labels("publickey-cert" if cert else "publickey", "success").inc()
         self.audit.record("auth_success", conn=conn.id, peer=conn.peer,
@@ -207,6 +309,7 @@ class Gateway:
               grants=[g.ref for g in grants], users=sorted({g.user for g in grants}),
               cert_key_id=cert.key_id if cert else None, cert_serial=cert.serial if cert else None,
               ca=cert.ca_fingerprint if cert else None)
+        return True
 
     @staticmethod
     def _client_stopped_reading(conn: Connection, channel: paramiko.Channel) -> None:
@@ -256,12 +359,23 @@ class Gateway:
         return self._start_bridge(conn, session)
 
     def _start_bridge(self, conn: Connection, bridge: Bridge) -> bool:
+        chanid = bridge.channel.get_id()
         with conn.lock:
-            conn.sessions[bridge.channel.get_id()] = bridge
+            conn.sessions[chanid] = bridge
             conn.channels.add(bridge.channel)
         with self._lock:
             self._sessions.add(bridge)
-        bridge.start()
+        try:
+            bridge.start()
+        except RuntimeError as exc:  # "can't start new thread": refuse this channel, keep the rest
+            with conn.lock:
+                conn.sessions.pop(chanid, None)
+            with self._lock:
+                self._sessions.discard(bridge)
+            event(log, "session_refused", logging.WARNING, conn=conn.id, reason=f"no thread: {exc}"[:200])
+            return False
+        # Only a channel that runs something gets the full window (see paramiko_patches.grow_window).
+        paramiko_patches.grow_window(bridge.channel, self.settings.window_size)
         return True
 
     def claim_grant(self, session: Bridge, candidates: Sequence[Grant]) -> Grant | None:

@@ -15,6 +15,7 @@ from paramiko import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_FAILED_UNKNOWN_CHANNEL_TYPE,
     OPEN_SUCCEEDED,
 )
@@ -34,6 +35,7 @@ log = logging.getLogger("podssh.auth")
 
 MAX_ENV_VALUE = 4096
 MAX_TERMINAL = 10000
+MAX_NOTICES = 8  # connection-wide notices kept for the next session
 
 
 def _text(value: bytes | str) -> str:
@@ -96,6 +98,11 @@ class GatewayServer(paramiko.ServerInterface):
         conn.username, conn.identity, conn.grants = username, identity, grants
         return AUTH_SUCCESSFUL
 
+    def malformed_key(self, username: str, why: str) -> None:
+        """A publickey request whose key blob paramiko_patches refused before parsing it (Transport
+        thread): an ordinary failed attempt, throttled and audited like the others."""
+        self._fail(username, "publickey", None, f"malformed key: {why}"[:200])
+
     def _fail(self, username: str, method: str, fp: str | None, why: str | None = None) -> int:
         conn = self._conn
         conn.auth_failures += 1
@@ -118,22 +125,43 @@ class GatewayServer(paramiko.ServerInterface):
         transport = self._conn.transport
         if transport is None or not transport.is_authenticated():
             return False
-        self._gw.note_authenticated(self._conn)  # recorded before any request it permits
-        return True
+        # Recorded before any request it permits; False: the connection is being hung up.
+        return self._gw.note_authenticated(self._conn) is not False
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         if kind == "session":
+            if self._channels_full(session=True):
+                return OPEN_FAILED_RESOURCE_SHORTAGE
             self._conn.channel_requests(chanid)
             return OPEN_SUCCEEDED
         return OPEN_FAILED_UNKNOWN_CHANNEL_TYPE
+
+    def _channels_full(self, session: bool) -> bool:
+        """Whether a new channel would pass max_sessions (session channels) or max_channels (all,
+        ssh -L included) on this connection, as sshd's MaxSessions. Counts the Transport's open
+        channels: a closed one stops counting at once."""
+        conn, s = self._conn, self._gw.settings
+        channels = getattr(conn.transport, "_channels", None)  # paramiko's ChannelMap
+        if channels is None:
+            return False
+        open_ids = [c.get_id() for c in list(channels.values()) if not c.closed]
+        with conn.lock:
+            sessions = sum(1 for i in open_ids if (r := conn.requests.get(i)) is None or r.forward is None)
+        full = len(open_ids) >= s.max_channels or (session and sessions >= s.max_sessions)
+        if full:
+            event(log, "channel_refused", conn=conn.id, reason="too many channels", channels=len(open_ids),
+                  sessions=sessions)
+        return full
 
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
         """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists."""
         conn = self._conn
         if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        if self._channels_full(session=False):
+            return OPEN_FAILED_RESOURCE_SHORTAGE
         host, port = (destination[0], destination[1]) if destination else ("", 0)
         host = _text(host).lower()
         cert = self._certificate()
@@ -175,6 +203,8 @@ class GatewayServer(paramiko.ServerInterface):
         return True
 
     def check_channel_env_request(self, channel: paramiko.Channel, name: bytes, value: bytes) -> bool:
+        if not self._count_env(channel.get_id(), len(name) + len(value)):
+            return False
         key, val = _text(name), _text(value)
         if len(val) > MAX_ENV_VALUE or "\0" in val or not valid_env_name(key):
             # Not an identifier (`LC_X;id>P`): refused here, and build_command never pastes it.
@@ -182,6 +212,19 @@ class GatewayServer(paramiko.ServerInterface):
         if not any(g.env_allowed(key) for g in self._conn.grants):
             return False
         self._conn.channel_requests(channel.get_id()).env[key] = val
+        return True
+
+    def _count_env(self, chanid: int, size: int) -> bool:
+        """At most max_env_requests env requests and max_env_bytes of names and values per channel,
+        refused ones included (each costs a reply and a hook call)."""
+        s = self._gw.settings
+        reqs = self._conn.channel_requests(chanid)
+        reqs.env_requests += 1
+        if reqs.env_requests > s.max_env_requests or reqs.env_bytes + size > s.max_env_bytes:
+            if reqs.env_requests == s.max_env_requests + 1 or reqs.env_bytes <= s.max_env_bytes:
+                event(log, "env_refused", conn=self._conn.id, reason="too many env requests")
+            return False
+        reqs.env_bytes += size
         return True
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
@@ -208,9 +251,10 @@ class GatewayServer(paramiko.ServerInterface):
     # --- global requests --------------------------------------------------------------------
 
     def check_port_forward_request(self, address: str, port: int) -> bool:
-        self._logged_in()
-        with self._conn.lock:
-            self._conn.notices.append(f"remote forwarding (-R {port}) is not supported")
+        if self._logged_in() and self._count_global_request("tcpip-forward"):
+            with self._conn.lock:
+                if len(self._conn.notices) < MAX_NOTICES:
+                    self._conn.notices.append(f"remote forwarding (-R {port}) is not supported")
         return False
 
     def cancel_port_forward_request(self, address: str, port: int) -> None:
@@ -218,7 +262,24 @@ class GatewayServer(paramiko.ServerInterface):
 
     def check_global_request(self, kind: str, msg: paramiko.Message) -> bool:
         # keepalive@openssh.com only wants an answer; anything else unknown is refused.
-        return self._logged_in() and kind == "keepalive@openssh.com"
+        if not self._logged_in():
+            return False
+        if kind == "keepalive@openssh.com":
+            return True
+        self._count_global_request(kind)
+        return False
+
+    def _count_global_request(self, kind: str) -> bool:
+        """Counts a refused global request; past max_global_requests the connection is hung up
+        (each one costs a reply, and -R a notice): False then."""
+        conn = self._conn
+        conn.global_requests += 1
+        if conn.global_requests <= self._gw.settings.max_global_requests:
+            return True
+        if not conn.hangup.is_set():
+            event(log, "global_requests_exceeded", conn=conn.id, kind=_text(kind)[:64])
+            conn.hang_up("too_many_global_requests")
+        return False
 
 
 def _clamp(value: int, default: int) -> int:

@@ -395,7 +395,7 @@ class Session(Bridge):
         data = (line + ("\r\n" if self.tty else "\n")).encode()
         if self._recording is not None:  # the recording shows why a session ended, too
             self._recording.output(data)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone
             self.channel.sendall_stderr(data)
 
     def _finish(self, end: SessionEnd) -> None:

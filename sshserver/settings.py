@@ -20,12 +20,29 @@ class GatewaySettings:
     # Authentication hardening, as sshd's MaxAuthTries, LoginGraceTime and MaxStartups.
     max_auth_tries: int = 6
     login_grace_time: float = 30.0
-    max_unauthenticated: int = 64
+    max_unauthenticated: int = 256  # FULL of sshd's MaxStartups START:RATE:FULL
+    startups_start: int = 64  # from here on, random early drop of new unauthenticated connections
+    startups_rate: int = 30  # ... with this probability (percent), rising to 100 at FULL
+    # One address cannot take every place, nor (below START) start the early drop for everyone.
+    max_unauthenticated_per_source: int = 32  # below START: 20 parallel logins from one host pass
+    max_connections_per_source: int = 256
+    max_connections_per_key: int = 64  # per identity (key or certificate fingerprint)
+    version_timeout: float = 10.0  # until the client's version line (slowloris), shorter than the grace time
     failure_delay_base: float = 0.25
     failure_delay_cap: float = 8.0
+    # After authentication, as sshd's MaxSessions and more.
+    max_sessions: int = 10  # session channels per connection
+    max_channels: int = 256  # all channels per connection (ssh -L opens one per TCP connection)
+    max_env_requests: int = 64  # per channel
+    max_env_bytes: int = 64 * 1024  # names and values per channel
+    max_global_requests: int = 64  # refused global requests (-R, unknown) before the connection is closed
+    # PROXY protocol v1/v2: required from these networks (CIDRs), never parsed from others.
+    proxy_protocol: tuple[str, ...] = ()
+    proxy_timeout: float = 5.0
     # Transport tuning (see the throughput notes in the README).
     ciphers: tuple[str, ...] = GCM_CIPHERS
-    window_size: int = 8 * 1024 * 1024
+    window_size: int = 8 * 1024 * 1024  # a channel's window once it runs a session
+    initial_window_size: int = 64 * 1024  # until then: a channel without a request buffers little
     max_packet_size: int = 256 * 1024
     read_size: int = 256 * 1024
     # Kubernetes.

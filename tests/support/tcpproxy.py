@@ -9,6 +9,22 @@ import socket
 import threading
 
 
+def pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event | None = None) -> None:
+    """Copies src to dst until either ends, then shuts both down; holds data while `flowing`
+    is clear (a frozen path)."""
+    try:
+        while data := src.recv(65536):
+            if flowing is not None:
+                flowing.wait()
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
 class CuttableProxy:
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
@@ -47,16 +63,7 @@ class CuttableProxy:
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                self._flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+        pipe(src, dst, self._flowing)
 
     def cut(self) -> None:
         """Drops every connection and refuses new ones."""
@@ -80,4 +87,53 @@ class CuttableProxy:
         self._stop.set()
         self._flowing.set()
         self.cut()
+        self._listener.close()
+
+
+def proxy_header(version: int, source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+    """A PROXY protocol header (v1 text or v2 binary) for TCP over IPv4 or IPv6."""
+    import ipaddress
+    import struct
+
+    six = ":" in source[0]
+    if version == 1:
+        proto = "TCP6" if six else "TCP4"
+        return f"PROXY {proto} {source[0]} {destination[0]} {source[1]} {destination[1]}\r\n".encode()
+    src, dst = ipaddress.ip_address(source[0]).packed, ipaddress.ip_address(destination[0]).packed
+    payload = src + dst + struct.pack(">HH", source[1], destination[1])
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21 if six else 0x11]) + struct.pack(">H", len(payload)) + payload
+
+
+class ProxyProtocolRelay:
+    """A TCP relay that starts every upstream connection with a PROXY header, as a load balancer
+    does: the header names `claim` (address, port) as the client, or the real client when None."""
+
+    def __init__(self, target: tuple[str, int], version: int, claim: tuple[str, int] | None = None) -> None:
+        self._target, self._version, self._claim = target, version, claim
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+                upstream.sendall(proxy_header(self._version, self._claim or addr[:2], ("127.0.0.1", self.port)))
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
         self._listener.close()

@@ -17,6 +17,7 @@ from sshserver.envnames import valid_env_name
 from sshserver.labelselector import LabelSelector
 from sshserver.server import GatewayServer
 from sshserver.session import build_command
+from sshserver.settings import GatewaySettings
 
 ATTACK = "LC_X;touch pwned;echo${IFS}X;exit;LC_Y=2"  # what `ssh -o SetEnv=…` sends verbatim
 HOSTILE_NAMES = [ATTACK, "LC_A\n", "LC_$(touch pwned)", "LC_`touch pwned`", "LC_A B", "LC_A=B", "", "1LC",
@@ -44,7 +45,7 @@ def test_identifiers_pass_where_the_grant_allows(name: str) -> None:
 
 def _server(grants: tuple[Grant, ...]) -> tuple[GatewayServer, Connection]:
     conn = Connection("127.0.0.1:1", grants=grants)
-    return GatewayServer(SimpleNamespace(), conn), conn  # type: ignore[arg-type]
+    return GatewayServer(SimpleNamespace(settings=GatewaySettings()), conn), conn  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)

@@ -1,0 +1,226 @@
+"""Three fixes to paramiko's server side that an SSH gateway exposed to anyone needs.
+
+1. Linear integer decoding. `paramiko.util.inflate_long` builds an integer 32 bits at a time
+   (`out = (out << 32) + word`): quadratic in the length. `Message.get_bytes` zero-pads a string
+   whose length field claims more than the packet holds (up to 1 MiB), so a userauth request
+   carrying an `ssh-rsa` key blob of a few bytes whose exponent claims ~1 MiB cost ~90 s of CPU
+   with the GIL held, before any signature check (and a DH `e` during key exchange the same).
+   `int.from_bytes` does the same conversion in linear time; the semantics are identical
+   (big-endian two's complement unless `always_positive`; sign extension to a multiple of 4
+   bytes does not change the value), which tests/unit/test_paramiko_patches.py checks against
+   paramiko's own function with hypothesis. Every module that bound the function by name is
+   re-pointed too.
+2. Key blobs are checked before paramiko parses them. A publickey userauth request whose blob is
+   larger than MAX_KEY_BLOB, or whose length-prefixed fields do not fit exactly (the padding
+   trick above), is answered with USERAUTH_FAILURE at once and counted as a failed attempt by the
+   server object (`malformed_key`), without paramiko ever building a key from it.
+3. Receive windows are enforced. paramiko advertises a window but accepts whatever the peer
+   sends; a client that ignores it could make a channel buffer without bound. Data beyond the
+   window advertised to the client (plus one packet of slack) is dropped, as OpenSSH does
+   ("rcvd too much data"), and counted on the channel (`podssh_window_violations`).
+
+These rely on paramiko internals (AuthHandler._parse_userauth_request, Channel._feed): the version
+range is pinned in pyproject.toml and `install()` refuses to run against a paramiko without them.
+`install()` is idempotent and called when the gateway module is imported; it changes only server
+mode behaviour (client transports are left as they were) except for the linear decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+import paramiko.auth_handler
+import paramiko.channel
+import paramiko.common
+import paramiko.util
+
+MAX_KEY_BLOB = 16 * 1024  # OpenSSH certificates with many principals stay well under this
+MAX_KEY_FIELD = 2 * 1024 + 1  # a 16384-bit RSA modulus as an mpint
+CERT_SUFFIX = "-cert-v01@openssh.com"
+# Fields (all length-prefixed strings) after the type name of each plain key type.
+KEY_FIELDS = {
+    "ssh-rsa": 2, "ssh-dss": 4, "ssh-ed25519": 1,
+    "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2, "ecdsa-sha2-nistp521": 2,
+    "sk-ssh-ed25519@openssh.com": 2, "sk-ecdsa-sha2-nistp256@openssh.com": 3,
+}
+
+_original_inflate_long = paramiko.util.inflate_long
+_installed = False
+_install_lock = threading.Lock()
+
+
+def inflate_long(s: bytes | bytearray | memoryview, always_positive: bool = False) -> int:
+    """paramiko.util.inflate_long in linear time: big-endian, two's complement unless always_positive."""
+    return int.from_bytes(bytes(s), "big", signed=not always_positive)
+
+
+class MalformedKeyBlob(ValueError):
+    """A publickey request's key blob that podssh refuses to hand to paramiko."""
+
+
+def _take_string(data: bytes, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(data):
+        raise MalformedKeyBlob("truncated length field")
+    (n,) = struct.unpack_from(">I", data, pos)
+    pos += 4
+    if n > len(data) - pos:
+        raise MalformedKeyBlob(f"a field claims {n} bytes, {len(data) - pos} left")
+    return data[pos:pos + n], pos + n
+
+
+def check_key_blob(blob: bytes) -> None:
+    """Raises MalformedKeyBlob unless `blob` is small and its fields fit exactly."""
+    if len(blob) > MAX_KEY_BLOB:
+        raise MalformedKeyBlob(f"key blob of {len(blob)} bytes (limit {MAX_KEY_BLOB})")
+    name, pos = _take_string(blob, 0)
+    kind = name.decode("ascii", "replace")
+    base = kind.removesuffix(CERT_SUFFIX)
+    fields = KEY_FIELDS.get(base)
+    if fields is None:
+        return  # unknown type: paramiko refuses it without parsing numbers
+    if kind != base:
+        _nonce, pos = _take_string(blob, pos)
+    for _ in range(fields):
+        value, pos = _take_string(blob, pos)
+        if len(value) > MAX_KEY_FIELD:
+            raise MalformedKeyBlob(f"a key field of {len(value)} bytes (limit {MAX_KEY_FIELD})")
+    if kind == base and pos != len(blob):
+        raise MalformedKeyBlob(f"{len(blob) - pos} bytes after the key")
+
+
+def publickey_blob(payload: bytes) -> tuple[str, bytes] | None:
+    """(username, key blob) of a USERAUTH_REQUEST payload (after the message byte) for method
+    publickey; None for other methods or a request too short to be one (paramiko decides)."""
+    try:
+        user, pos = _take_string(payload, 0)
+        _service, pos = _take_string(payload, pos)
+        method, pos = _take_string(payload, pos)
+        if method != b"publickey" or pos >= len(payload):
+            return None
+        _algorithm, pos = _take_string(payload, pos + 1)
+        blob, pos = _take_string(payload, pos)
+    except MalformedKeyBlob:
+        return None
+    return user.decode("utf-8", "replace"), blob
+
+
+def _guard_userauth(original: Callable[[Any, paramiko.Message], None]) -> Callable[[Any, paramiko.Message], None]:
+    def _parse_userauth_request(self: Any, m: paramiko.Message) -> None:
+        if self.transport.server_mode and not self.authenticated:
+            start = m.packet.tell()
+            found = publickey_blob(m.packet.getvalue()[start:])
+            if found is not None:
+                username, blob = found
+                try:
+                    check_key_blob(blob)
+                except MalformedKeyBlob as exc:
+                    server = self.transport.server_object
+                    refuse = getattr(server, "malformed_key", None)
+                    if refuse is not None:
+                        refuse(username, str(exc))
+                    self._send_auth_result(username, "publickey", paramiko.AUTH_FAILED)
+                    return
+        original(self, m)
+
+    _parse_userauth_request.podssh_guard = True  # type: ignore[attr-defined]
+    return _parse_userauth_request
+
+
+def _bounded_feed(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    def _feed(self: Any, m: Any) -> None:
+        transport = self.transport
+        if transport is None or not transport.server_mode:
+            original(self, m)
+            return
+        s = m if isinstance(m, bytes) else m.get_binary()
+        buffered = len(self.in_buffer) + len(self.in_stderr_buffer)
+        if buffered + len(s) > self.in_window_size + self.in_max_packet_size:
+            self.podssh_window_violations = getattr(self, "podssh_window_violations", 0) + 1
+            return  # beyond the window we advertised: dropped, as OpenSSH does
+        original(self, s)
+
+    _feed.podssh_guard = True  # type: ignore[attr-defined]
+    return _feed
+
+
+def _bounded_feed_extended(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    def _feed_extended(self: Any, m: Any) -> None:
+        transport = self.transport
+        if transport is None or not transport.server_mode:
+            original(self, m)
+            return
+        code, s = m.get_int(), m.get_binary()
+        if code != 1:
+            return
+        if self.combine_stderr:
+            self._feed(s)
+            return
+        buffered = len(self.in_buffer) + len(self.in_stderr_buffer)
+        if buffered + len(s) > self.in_window_size + self.in_max_packet_size:
+            self.podssh_window_violations = getattr(self, "podssh_window_violations", 0) + 1
+            return
+        self.in_stderr_buffer.feed(s)
+
+    return _feed_extended
+
+
+def grow_window(channel: paramiko.Channel, size: int) -> None:
+    """Raises the channel's receive window to `size`, telling the client by WINDOW_ADJUST.
+
+    paramiko opens every channel with the Transport's `default_window_size` and has no call to
+    change it afterwards; the gateway opens channels with a small window (no request yet: little
+    to buffer) and grows it here once the channel runs a session. Any thread may call it.
+    """
+    with channel.lock:
+        if channel.closed or size <= channel.in_window_size:
+            return
+        delta = size - channel.in_window_size
+        channel.in_window_size = size
+        channel.in_window_threshold = size // 10
+        remote = channel.remote_chanid
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_WINDOW_ADJUST)
+    m.add_int(remote)
+    m.add_int(delta)
+    with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # the client may be gone
+        channel.transport._send_user_message(m)
+
+
+def install() -> None:
+    """Applies the fixes once; raises RuntimeError on a paramiko without the internals they need."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        handler, channel = paramiko.auth_handler.AuthHandler, paramiko.channel.Channel
+        for owner, attr in ((handler, "_parse_userauth_request"), (handler, "_send_auth_result"),
+                            (channel, "_feed"), (channel, "_feed_extended"), (channel, "_set_window"),
+                            (paramiko.Transport, "_channel_handler_table"),
+                            (paramiko.Transport, "_auth_trigger")):
+            if getattr(owner, attr, None) is None:
+                raise RuntimeError(f"paramiko {paramiko.__version__} lacks {owner.__name__}.{attr}: "
+                                   "podssh needs the version range in pyproject.toml")
+        import sys
+
+        for name, module in list(sys.modules.items()):
+            if (name == "paramiko" or name.startswith("paramiko.")) and \
+                    getattr(module, "inflate_long", None) is _original_inflate_long:
+                module.inflate_long = inflate_long  # type: ignore[attr-defined]
+        handler._parse_userauth_request = _guard_userauth(handler._parse_userauth_request)
+        channel._feed = _bounded_feed(channel._feed)
+        channel._feed_extended = _bounded_feed_extended(channel._feed_extended)
+        # The Transport dispatches channel messages through a table of the original functions.
+        table = paramiko.Transport._channel_handler_table
+        table[paramiko.common.MSG_CHANNEL_DATA] = channel._feed
+        table[paramiko.common.MSG_CHANNEL_EXTENDED_DATA] = channel._feed_extended
+        _installed = True
+
+
+def original_inflate_long() -> Callable[..., int]:
+    """paramiko's own function, for the equivalence test."""
+    return _original_inflate_long

@@ -1,0 +1,119 @@
+"""The fixes in sshserver/paramiko_patches.py: linear integer decoding identical to paramiko's own,
+crafted key blobs refused before paramiko parses them, and receive windows enforced."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import paramiko
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paramiko.common import cMSG_USERAUTH_REQUEST
+
+from sshserver import paramiko_patches
+from sshserver.paramiko_patches import MalformedKeyBlob, check_key_blob, inflate_long
+from tests.fuzz.settings import FUZZ
+from tests.support.inproc import client, grant_object, running_gateway
+
+paramiko_patches.install()
+
+
+@FUZZ
+@given(st.binary(max_size=80), st.booleans())
+def test_inflate_long_equals_paramikos_own(data: bytes, always_positive: bool) -> None:
+    assert inflate_long(data, always_positive) == paramiko_patches.original_inflate_long()(data, always_positive)
+
+
+def test_every_paramiko_module_uses_the_linear_function() -> None:
+    import paramiko.message
+    import paramiko.util
+
+    assert paramiko.util.inflate_long is inflate_long
+    assert paramiko.message.util.inflate_long is inflate_long
+    start = time.monotonic()
+    m = paramiko.Message(struct.pack(">I", 1 << 20) + b"\x01")  # padded to 1 MiB by paramiko
+    assert m.get_mpint() > 0
+    assert time.monotonic() - start < 0.5
+
+
+def _s(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def crafted_rsa_blob() -> bytes:
+    """ssh-rsa whose exponent claims ~1 MiB but carries one byte: paramiko zero-pads it."""
+    return _s(b"ssh-rsa") + struct.pack(">I", (1 << 20) - 1) + b"\x01"
+
+
+def test_real_keys_pass_and_crafted_blobs_are_refused() -> None:
+    for key in (paramiko.RSAKey.generate(2048), paramiko.ECDSAKey.generate()):
+        check_key_blob(key.asbytes())
+    for bad in (crafted_rsa_blob(), _s(b"ssh-rsa") + _s(b"\x01") + _s(b"\x00" * 3000),
+                _s(b"ssh-ed25519") + _s(b"k" * 32) + b"junk", b"\x00\x00", b"x" * 20000,
+                _s(b"ssh-rsa-cert-v01@openssh.com") + _s(b"n") + struct.pack(">I", 999999)):
+        with pytest.raises(MalformedKeyBlob):
+            check_key_blob(bad)
+
+
+def _send_userauth(t: paramiko.Transport, blob: bytes) -> float:
+    """Sends a publickey query with `blob`; returns the seconds until the server's answer."""
+    handler = t.auth_handler
+    event = threading.Event()
+    handler.auth_event, handler.auth_method = event, "publickey"
+    m = paramiko.Message()
+    m.add_byte(cMSG_USERAUTH_REQUEST)
+    m.add_string("ns/pod")
+    m.add_string("ssh-connection")
+    m.add_string("publickey")
+    m.add_boolean(False)
+    m.add_string("rsa-sha2-256")
+    m.add_string(blob)
+    start = time.monotonic()
+    t._send_message(m)
+    assert event.wait(10), "no answer to the userauth request"
+    return time.monotonic() - start
+
+
+def test_crafted_key_blob_is_answered_fast_and_the_gateway_stays_responsive() -> None:
+    key = paramiko.ECDSAKey.generate()
+    with running_gateway([grant_object("alice", [key])]) as gw:
+        t = client(gw.port, None)
+        try:
+            with pytest.raises(paramiko.BadAuthenticationType):
+                t.auth_none("ns/pod")  # sets up the userauth service
+            for _ in range(3):
+                assert _send_userauth(t, crafted_rsa_blob()) < 0.5
+            assert t.is_active() and not t.is_authenticated()
+            start = time.monotonic()
+            other = client(gw.port, key)
+            assert other.is_authenticated() and time.monotonic() - start < 3
+            other.close()
+        finally:
+            t.close()
+        failures = gw.audit.named("auth_failure")
+        assert len(failures) == 3 and all("malformed key" in f["reason"] for f in failures)
+
+
+def test_data_beyond_the_advertised_window_is_dropped() -> None:
+    key = paramiko.ECDSAKey.generate()
+    with running_gateway([grant_object("alice", [key])], window_size=64 * 1024,
+                         max_packet_size=32 * 1024) as gw:
+        t = client(gw.port, key)
+        try:
+            chan = t.open_session()
+            chan.out_window_size = 1 << 30  # a client that ignores the server's window
+            for _ in range(64):
+                chan.sendall(b"x" * 32 * 1024)  # 2 MiB into a channel without a request
+            time.sleep(0.5)
+            with gw.gateway._lock:
+                conns = list(gw.gateway._connections)
+            server_chans = [c for conn in conns for c in conn.channels]
+            assert server_chans
+            for c in server_chans:
+                assert len(c.in_buffer) <= 64 * 1024 + 32 * 1024
+                assert getattr(c, "podssh_window_violations", 0) > 0
+        finally:
+            t.close()
