@@ -131,17 +131,16 @@ class Gateway:
         """Closes a connection refused by admission. Under a flood the log gets at most one line
         per reason and second (with how many were not logged); the metric counts every one."""
         self.metrics.connections_total.labels("refused").inc()
-        with contextlib.suppress(OSError):
-            client.close()
         now = time.monotonic()
         with self._lock:
             logged_at, unlogged = self._refusals.get(why, (0.0, 0))
-            if now - logged_at < 1.0:
-                self._refusals[why] = (logged_at, unlogged + 1)
-                return
-            self._refusals[why] = (now, 0)
-        event(log, "connection_refused", logging.WARNING, peer=peer, reason=why,
-              **({"not_logged": unlogged} if unlogged else {}))
+            quiet = now - logged_at < 1.0
+            self._refusals[why] = (logged_at, unlogged + 1) if quiet else (now, 0)
+        if not quiet:  # logged before the close: whoever sees the close finds the line
+            event(log, "connection_refused", logging.WARNING, peer=peer, reason=why,
+                  **({"not_logged": unlogged} if unlogged else {}))
+        with contextlib.suppress(OSError):
+            client.close()
 
     # --- one connection ---------------------------------------------------------------------
 
