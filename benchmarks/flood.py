@@ -267,7 +267,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=120.0, help="seconds (default: %(default)s)")
     p.add_argument("serve_args", nargs="*", help="extra `podssh serve` arguments (after --)")
     args = p.parse_args()
-    if not 0 < args.connections <= 5000 or args.duration > 1800:
+    if not 0 <= args.connections <= 5000 or args.duration > 1800:
         p.error("bounded: at most 5000 connections and 1800 s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # the attackers' failures are expected
     key = paramiko.ECDSAKey.generate()
