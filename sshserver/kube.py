@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypeVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import urllib3
 from kubernetes import client, config
@@ -94,7 +94,9 @@ class KubeClient:
                 config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException:
                 config.load_kube_config(context=context, client_configuration=cfg)
-        return cls(cfg)
+        kube = cls(cfg)
+        kube.proxy_options()  # a proxy-url streams cannot use is a configuration error, said at start
+        return kube
 
     def websocket_url(self, path: str, query: list[tuple[str, str]]) -> str:
         parts = urlsplit(self.configuration.host)
@@ -116,6 +118,24 @@ class KubeClient:
             headers.append(f"Impersonate-User: {impersonate.user}")
             headers.extend(f"Impersonate-Group: {g}" for g in impersonate.groups)
         return headers
+
+    def proxy_options(self) -> dict[str, object]:
+        """The kubeconfig's `proxy-url` as websocket-client options, so exec and port-forward
+        streams take the same path as REST calls (which urllib3 sends through it already)."""
+        url = self.configuration.proxy
+        if not url:
+            return {}
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "socks5", "socks5h", "socks4", "socks4a") or not parts.hostname:
+            raise ValueError(f"unsupported proxy-url {url!r}: expected http://HOST:PORT or socks5://HOST:PORT")
+        options: dict[str, object] = {
+            "http_proxy_host": parts.hostname,
+            "http_proxy_port": parts.port or (1080 if parts.scheme.startswith("socks") else 3128),
+            "proxy_type": "http" if parts.scheme in ("http", "https") else parts.scheme,
+        }
+        if parts.username:
+            options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
+        return options
 
     def ssl_options(self) -> dict[str, object]:
         cfg = self.configuration

@@ -41,7 +41,7 @@ def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols
                              sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
     try:
         ws.connect(kube.websocket_url(path, query), header=kube.websocket_headers(impersonate),
-                   subprotocols=subprotocols, timeout=timeout)
+                   subprotocols=subprotocols, timeout=timeout, **kube.proxy_options())
     except websocket.WebSocketBadStatusException as exc:
         raise StreamError(error_message(exc), http_reason(exc.status_code)) from None
     except (OSError, websocket.WebSocketException) as exc:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import NS
 from tests.support.cluster import Cluster
 from tests.support.gateway import PODSSH, Gateway, SSHKey, free_port, grant, make_key
-from tests.support.tcpproxy import CuttableProxy
+from tests.support.tcpproxy import ConnectProxy, CuttableProxy
 from tests.support.waiting import wait_for
 
 WEB = f"{NS}/deploy/web"
@@ -135,3 +135,40 @@ def test_a_partitioned_api_server_ends_the_session_within_the_keepalive_bound(
     proxy.restore()
     wait_for(lambda: gw.ssh(WEB, "true", keys["alice"]).returncode == 0, timeout=15, step=0.5,
              what="a login once the partition healed")
+
+
+def test_exec_and_port_forward_streams_honour_the_kubeconfig_proxy_url(
+        make_gateway, keys: dict[str, SSHKey], workloads: Cluster, tmp_path: Path) -> None:
+    """The kubeconfig names an address where nothing listens, reachable only through its
+    proxy-url: REST calls and the exec/portforward WebSockets must all take the proxy."""
+    cfg = yaml.safe_load(Path(workloads.kubeconfig).read_text())
+    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
+    proxy = ConnectProxy((host, int(port)))
+    try:
+        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"  # closed
+        cfg["clusters"][0]["cluster"]["proxy-url"] = f"http://127.0.0.1:{proxy.port}"
+        path = tmp_path / "proxied.kubeconfig"
+        path.write_text(yaml.safe_dump(cfg))
+        gw = make_gateway(kubeconfig=str(path))
+        proc = gw.ssh(WEB, "echo through-the-proxy", keys["alice"])
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == b"through-the-proxy\n"
+        assert all(r.startswith("CONNECT 127.0.0.1:") for r in proxy.requests), proxy.requests
+        before = len(proxy.requests)
+        proc = gw.ssh(WEB, "echo again", keys["alice"])
+        assert proc.returncode == 0 and len(proxy.requests) > before, "each exec stream is a tunnel of its own"
+    finally:
+        proxy.close()
+
+
+def test_a_proxy_url_streams_cannot_use_is_refused_at_start(workloads: Cluster, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(Path(workloads.kubeconfig).read_text())
+    cfg["clusters"][0]["cluster"]["proxy-url"] = "ftp://127.0.0.1:21"
+    path = tmp_path / "bad-proxy.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([PODSSH, "serve", "--listen", "127.0.0.1:0", "--kubeconfig", str(path),
+                           "--host-key-dir", str(tmp_path / "hk")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("podssh: cannot load Kubernetes configuration:"), lines
+    assert "proxy" in lines[0].lower()

@@ -137,3 +137,56 @@ class ProxyProtocolRelay:
     def close(self) -> None:
         self._stop.set()
         self._listener.close()
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy (as a kubeconfig's `proxy-url` names) that sends every tunnel to
+    `target`, whatever host the client asked for, and records what was asked."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.requests: list[str] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 8192:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        request = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        self.requests.append(request)
+        if not request.startswith("CONNECT "):
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection(self._target, timeout=5)
+        except OSError:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            client.close()
+            return
+        upstream.settimeout(None)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
