@@ -24,6 +24,8 @@ from .connection import ChannelRequests, Connection
 from .envnames import valid_env_name
 from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
+from .exittrailer import TrailerFilter
+from .exittrailer import new_token as new_trailer_token
 from .kube import ApiError
 from .logevents import event
 from .podexec import PodRunner
@@ -63,13 +65,15 @@ def _exports(env: Mapping[str, str], first: int) -> tuple[str, list[str]]:
 
 
 def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
-                  size: tuple[int, int] | None = None, token: str | None = None) -> tuple[str, ...]:
+                  size: tuple[int, int] | None = None, token: str | None = None,
+                  trailer: str | None = None) -> tuple[str, ...]:
     """The argv for the container: a shell runs the user's command exactly as sshd would.
 
     With a terminal, that shell first sets its size, as sshd does before it starts the user's
     program: containerd drops a resize message that arrives before the exec'd process has
     started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
-    `token` marks the exec's processes for the hangup at the end (see hangup.py).
+    `token` marks the exec's processes for the hangup at the end (see hangup.py); `trailer`
+    makes the wrapper write the command's exit status as the last line of stderr (exittrailer.py).
 
     The script (argv[2]) is fixed text: the client's strings (env names and values, the
     command) are positional parameters, consumed by `shift` before the command runs.
@@ -94,6 +98,9 @@ def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str
     # The command runs in a child shell while this one keeps the exec's stdout open: containerd
     # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
     # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
+    if trailer is not None:
+        return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; s=$?; echo "$2:$s" >&2; exit $s', "sh",
+                *env_args, command, trailer)
     return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", *env_args, command)
 
 
@@ -143,6 +150,7 @@ class Session(Bridge):
         # Marks the exec's processes, for the hangup after a session that did not end by its
         # command's exit (hangup.py).
         self._token = hangup.new_token() if kind in ("shell", "exec") and gateway.settings.hang_up else None
+        self._trailer: TrailerFilter | None = None  # set for a command without a terminal
         self._request: ExecRequest | None = None
         self._exited = False
 
@@ -256,6 +264,11 @@ class Session(Bridge):
             return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
         if status is None:
             return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without an exit status")
+        if status.code == 0 and self._trailer is not None and self._trailer.code is None:
+            # `Success` without the command's own word: the API server lost the node under the
+            # command (exittrailer.py); whatever it did, it did not report having finished.
+            return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without the command's exit status "
+                                                        "(the connection to the node was lost)")
         if status.code == NOT_FOUND and status.error is None:
             hint = missing_tool_hint(self.command)
             if hint:
@@ -290,9 +303,18 @@ class Session(Bridge):
         size = (pty.cols, pty.rows) if pty else None
         return ExecRequest(
             namespace=resolved.namespace, pod=resolved.pod, container=resolved.container,
-            command=build_command(self.kind, self.command, grant, env, size, self._token), tty=pty is not None,
+            command=build_command(self.kind, self.command, grant, env, size, self._token, self._trailer_token(pty)),
+            tty=pty is not None,
             size=size, impersonate=self._impersonation(),
         )
+
+    def _trailer_token(self, pty: object | None) -> str | None:
+        """A command without a terminal reports its exit status on stderr too (exittrailer.py)."""
+        if self.kind != "exec" or pty is not None:
+            return None
+        token = new_trailer_token()
+        self._trailer = TrailerFilter(token)
+        return token
 
     def _started(self, req: ExecRequest, **fields: object) -> None:
         """The session runs: audit it and tell the observers."""
@@ -359,9 +381,14 @@ class Session(Bridge):
                     if self._recording is not None:
                         self._recording.output(data)
                 elif channel == STDERR:
-                    self._to_client(data, stderr=True)
+                    if self._trailer is not None:
+                        data = self._trailer.feed(data)
+                    if data:
+                        self._to_client(data, stderr=True)
                 elif channel == STATUS:
                     status = parse_status(data)
+            if self._trailer is not None and (held := self._trailer.flush()):
+                self._to_client(held, stderr=True)
         except (OSError, EOFError):  # the channel closed under us: the client is gone
             self.terminate("client")
         return status

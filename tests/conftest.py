@@ -18,7 +18,7 @@ NS_B = "podssh-e2e-b"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         # The teardown folder stops the cluster: it needs (and ends) it, so `-m 'not cluster'` skips it too.
-        if "/e2e/" in str(item.path) or "/teardown/" in str(item.path):
+        if any(f"/{d}/" in str(item.path) for d in ("e2e", "faults", "teardown")):
             item.add_marker(pytest.mark.cluster)
 
 

@@ -1,0 +1,167 @@
+"""Faults of the real cluster under live sessions: what the user sees, what is lost, and how
+soon logins work again. Run after the end-to-end suite (they restart cluster components)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NS
+from tests.support.cluster import BUSYBOX, Cluster
+from tests.support.faults import bring_back, stop
+from tests.support.gateway import Gateway, SSHKey, grant
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.faults
+WEB = f"{NS}/deploy/web"
+FAULT_NS = "podssh-faults"
+
+
+def live(gw: Gateway, key: SSHKey, command: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([*gw.ssh_argv(WEB, key), f"echo started; {command}"],
+                            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+    return proc
+
+
+def one_podssh_line(stderr: bytes) -> str:
+    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("podssh: "), lines
+    return lines[0]
+
+
+def login_works(gw: Gateway, key: SSHKey) -> bool:
+    return gw.ssh(WEB, "true", key, timeout=30).returncode == 0
+
+
+@pytest.fixture
+def fault_gateway(make_gateway) -> Gateway:
+    return make_gateway("--api-keepalive", "1", "--api-keepalive-timeout", "5")
+
+
+def test_apiserver_killed_under_a_shell_ends_it_with_255_and_logins_return(
+        fault_gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    client = live(fault_gateway, keys["alice"], "sleep 600")
+    try:
+        stop("kube-apiserver")
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == 255, err
+        one_podssh_line(err)
+        # A login while it is down: one clear line, 255.
+        proc = fault_gateway.ssh(WEB, "true", keys["alice"], timeout=60)
+        assert proc.returncode == 255
+        assert one_podssh_line(proc.stderr).startswith("podssh: cannot reach the Kubernetes API server")
+    finally:
+        if client.poll() is None:
+            client.kill()
+        back = bring_back()
+    wait_for(lambda: login_works(fault_gateway, keys["alice"]), timeout=10, step=0.5,
+             what="a login within 10 s of the API server being back")
+    assert time.monotonic() - back < 12
+
+
+def test_an_upload_cut_by_an_apiserver_restart_is_never_a_success(
+        fault_gateway: Gateway, keys: dict[str, SSHKey], tmp_path: Path) -> None:
+    blob = tmp_path / "upload.bin"
+    blob.write_bytes(os.urandom(100 * 1024 * 1024))
+    with open(blob, "rb") as src:
+        client = live(fault_gateway, keys["alice"], "cat > /tmp/fault-upload.bin", stdin=src.fileno())
+        try:
+            time.sleep(0.5)  # the upload is under way
+            stop("kube-apiserver")
+            _, err = client.communicate(timeout=60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+            bring_back()
+    assert client.returncode != 0, "a cut upload reported success"
+    assert client.returncode == 255, err
+    one_podssh_line(err)
+    wait_for(lambda: login_works(fault_gateway, keys["alice"]), timeout=10, step=0.5, what="logins again")
+
+
+def test_kubelet_killed_under_a_running_exec_gives_a_reason_and_non_zero(
+        fault_gateway: Gateway, keys: dict[str, SSHKey], workloads: Cluster) -> None:
+    client = live(fault_gateway, keys["alice"], "sleep 600")
+    try:
+        stop("kubelet")
+        _, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        bring_back()
+    assert client.returncode == 255, err
+    one_podssh_line(err)
+    workloads.wait_ready(NS, "app=web", count=5)
+    wait_for(lambda: login_works(fault_gateway, keys["alice"]), timeout=30, step=0.5, what="logins again")
+
+
+@pytest.fixture(scope="module")
+def victims(workloads: Cluster) -> Iterator[Cluster]:
+    """Pods of this module's own namespace (one namespace for all: a deleted one stays
+    Terminating for a while and takes no new pods)."""
+    workloads.apply(f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {FAULT_NS}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: doomed, namespace: {FAULT_NS}, labels: {{app: victim}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: main, image: {BUSYBOX}, imagePullPolicy: Never}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: small, namespace: {FAULT_NS}, labels: {{app: victim}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    resources: {{limits: {{memory: 48Mi}}}}
+""")
+    workloads.wait_ready(FAULT_NS, "app=victim", count=2)
+    yield workloads
+    workloads.kubectl("delete", "namespace", FAULT_NS, "--wait=false", check=False)
+
+
+@pytest.fixture
+def victim_gateway(make_gateway, keys: dict[str, SSHKey]) -> Gateway:
+    return make_gateway("--api-keepalive", "1", "--api-keepalive-timeout", "5",
+                        grants=[grant("victims", FAULT_NS, [keys["alice"]], {"app": "victim"})])
+
+
+def test_the_pod_deleted_under_a_session_ends_it_non_zero_with_a_reason(
+        victims: Cluster, victim_gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    client = subprocess.Popen([*victim_gateway.ssh_argv(f"{FAULT_NS}/doomed", keys["alice"]),
+                               "echo started; sleep 600"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        victims.kubectl("-n", FAULT_NS, "delete", "pod", "doomed", "--wait=false")
+        _, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode != 0, "a session whose pod was deleted reported success"
+    # The runtime reports the signal (137/143), or the stream broke first (255 with a reason).
+    assert client.returncode in (137, 143, 255), (client.returncode, err)
+    if client.returncode == 255:
+        one_podssh_line(err)
+
+
+def test_an_oom_killed_command_reports_137(victims: Cluster, victim_gateway: Gateway,
+                                            keys: dict[str, SSHKey]) -> None:
+    proc = victim_gateway.ssh(f"{FAULT_NS}/small", "head -c 200000000 /dev/zero | tail -n 1 >/dev/null",
+                              keys["alice"], timeout=120)
+    assert proc.returncode == 137, (proc.returncode, proc.stderr)
