@@ -165,3 +165,23 @@ def test_an_oom_killed_command_reports_137(victims: Cluster, victim_gateway: Gat
     proc = victim_gateway.ssh(f"{FAULT_NS}/small", "head -c 200000000 /dev/zero | tail -n 1 >/dev/null",
                               keys["alice"], timeout=120)
     assert proc.returncode == 137, (proc.returncode, proc.stderr)
+
+
+def test_etcd_stopped_keeps_grants_working_and_fails_execs_in_one_line(
+        fault_gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    stop("etcd")
+    try:
+        time.sleep(2)
+        # The key still authenticates from the gateway's snapshot; what needs the cluster fails
+        # with one line naming the API server, not "Permission denied" and not a hang.
+        proc = fault_gateway.ssh(WEB, "echo never", keys["alice"], timeout=90)
+        assert proc.returncode == 255, proc.stderr
+        line = one_podssh_line(proc.stderr)
+        assert "Kubernetes API server" in line, line
+        assert b"never" not in proc.stdout
+        assert fault_gateway.events("auth_success"), "the key must still authenticate from the snapshot"
+    finally:
+        back = bring_back()
+    wait_for(lambda: login_works(fault_gateway, keys["alice"]), timeout=10, step=0.5,
+             what="a login within 10 s of etcd being back")
+    assert time.monotonic() - back < 12
