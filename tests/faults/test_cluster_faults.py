@@ -185,3 +185,35 @@ def test_etcd_stopped_keeps_grants_working_and_fails_execs_in_one_line(
     wait_for(lambda: login_works(fault_gateway, keys["alice"]), timeout=10, step=0.5,
              what="a login within 10 s of etcd being back")
     assert time.monotonic() - back < 12
+
+
+def test_clients_that_vanish_mid_shell_and_mid_upload_leave_nothing_behind(
+        make_gateway, keys: dict[str, SSHKey], tmp_path: Path) -> None:
+    """SIGKILLed clients (a laptop lid closed): the gateway frees every thread and descriptor,
+    and the shell's child is hung up, while one that ignores SIGHUP (nohup) stays."""
+    gw = make_gateway("--hang-up")
+    for _ in range(3):  # warm the API client's connection pool
+        assert gw.ssh(WEB, "true", keys["dave"]).returncode == 0
+    time.sleep(0.5)
+    baseline = gw.process_counts()
+    shell = live(gw, keys["dave"], "sleep 4242 & (trap '' HUP; exec sleep 4343) >/dev/null 2>&1 & wait")
+    blob = tmp_path / "put.bin"
+    blob.write_bytes(os.urandom(64 * 1024 * 1024))
+    put = subprocess.Popen(["sftp", *gw.client_options(keys["dave"]), "-b", "-", f"{WEB}@127.0.0.1"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert put.stdin is not None
+    put.stdin.write(f"put {blob} /tmp/vanish.bin\n".encode())
+    put.stdin.flush()
+    time.sleep(1.0)  # both under way
+    for proc in (shell, put):
+        proc.kill()
+        proc.wait()
+
+    def left(pattern: str) -> bool:
+        return gw.ssh(WEB, f"ps -o args | grep -v grep | grep -q '{pattern}'", keys["dave"]).returncode == 0
+
+    wait_for(lambda: gw.process_counts() == baseline, timeout=15, step=0.2,
+             what=f"threads/fds back to {baseline}")
+    wait_for(lambda: not left("sleep 4242"), timeout=15, step=0.5, what="the shell's child hung up")
+    assert left("sleep 4343"), "a process ignoring SIGHUP must stay"
+    gw.ssh(WEB, "pkill -f 'sleep 4343'; rm -f /tmp/vanish.bin", keys["dave"])
