@@ -217,3 +217,42 @@ def test_clients_that_vanish_mid_shell_and_mid_upload_leave_nothing_behind(
     wait_for(lambda: not left("sleep 4242"), timeout=15, step=0.5, what="the shell's child hung up")
     assert left("sleep 4343"), "a process ignoring SIGHUP must stay"
     gw.ssh(WEB, "pkill -f 'sleep 4343'; rm -f /tmp/vanish.bin", keys["dave"])
+
+
+def test_a_grant_deleted_while_the_watch_is_down_ends_its_session_once_it_is_back(
+        crd: Cluster, make_gateway, tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from tests.support.gateway import make_key
+    from tests.support.tcpproxy import CuttableProxy
+
+    key = make_key(tmp_path, "gap")
+    cfg = yaml.safe_load(Path(crd.kubeconfig).read_text())
+    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
+    proxy = CuttableProxy((host, int(port)))
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    proxied = tmp_path / "proxied.kubeconfig"
+    proxied.write_text(yaml.safe_dump(cfg))
+    crd.kubectl("apply", "-f", "-", input=json.dumps(grant("gap-live", NS, [key], {"app": "web"})))
+    try:
+        gw = make_gateway("--resync-interval", "30", grants=None, kubeconfig=str(proxied))
+        wait_for(lambda: login_works(gw, key), timeout=10, what="login with the grant")
+        time.sleep(2)  # past the list that follows kopf's first listing (resync is 30 s away)
+        started = time.monotonic()
+        client = live(gw, key, "sleep 600")  # its exec stream is newer than the watch
+        proxy.freeze(opened_before=started)  # the watch hangs; the session's stream does not
+        crd.kubectl("-n", NS, "delete", "sshaccess", "gap-live", "--wait=true")  # via the real address
+        time.sleep(3)
+        assert client.poll() is None, "nothing can be known while the watch is down"
+        proxy.cut(opened_before=started)  # the stalled watch breaks, as a healed partition's would
+        back = time.monotonic()
+        _, err = client.communicate(timeout=60)
+        took = time.monotonic() - back
+        assert b"revoked" in err and client.returncode == 255, (client.returncode, err)
+        assert took < 2.5, f"session ended {took:.1f}s after the watch came back"
+        assert not login_works(gw, key)
+    finally:
+        proxy.close()
+        crd.kubectl("-n", NS, "delete", "sshaccess", "gap-live", "--ignore-not-found")

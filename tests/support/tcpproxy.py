@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 def pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event | None = None) -> None:
@@ -25,7 +26,21 @@ def pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event | None
                 s.shutdown(socket.SHUT_RDWR)
 
 
+class _Link:
+    """One proxied connection: its two sockets, when it was opened, whether data flows."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, flowing: bool) -> None:
+        self.sockets = (client, upstream)
+        self.opened = time.monotonic()
+        self.flowing = threading.Event()
+        if flowing:
+            self.flowing.set()
+
+
 class CuttableProxy:
+    """cut/freeze act on every connection, or with `opened_before` only on the older ones
+    (a watch opened at start, not a session's stream opened later)."""
+
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -33,10 +48,9 @@ class CuttableProxy:
         self.port = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
-        self._flowing = threading.Event()
-        self._flowing.set()
+        self._frozen = False  # new connections start frozen too
         self._stop = threading.Event()
-        self._conns: set[socket.socket] = set()
+        self._links: set[_Link] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -58,34 +72,43 @@ class CuttableProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
-                self._conns.update((client, upstream))
+                link = _Link(client, upstream, flowing=not self._frozen)
+                self._links.add(link)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=pipe, args=(a, b, link.flowing), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        pipe(src, dst, self._flowing)
-
-    def cut(self) -> None:
-        """Drops every connection and refuses new ones."""
-        self._open.clear()
+    def _matching(self, opened_before: float | None) -> list[_Link]:
         with self._lock:
-            conns, self._conns = list(self._conns), set()
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
+            return [lk for lk in self._links if opened_before is None or lk.opened < opened_before]
 
-    def freeze(self) -> None:
+    def cut(self, opened_before: float | None = None) -> None:
+        """Drops connections (all: and refuses new ones until restore())."""
+        if opened_before is None:
+            self._open.clear()
+        for link in self._matching(opened_before):
+            with self._lock:
+                self._links.discard(link)
+            link.flowing.set()
+            for s in link.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+
+    def freeze(self, opened_before: float | None = None) -> None:
         """Nothing gets through either way; connections stay open (a partition, not a reset)."""
-        self._flowing.clear()
+        if opened_before is None:
+            self._frozen = True
+        for link in self._matching(opened_before):
+            link.flowing.clear()
 
     def restore(self) -> None:
         self._open.set()
-        self._flowing.set()
+        self._frozen = False
+        for link in self._matching(None):
+            link.flowing.set()
 
     def close(self) -> None:
         self._stop.set()
-        self._flowing.set()
         self.cut()
         self._listener.close()
 
