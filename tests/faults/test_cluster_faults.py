@@ -132,7 +132,7 @@ spec:
 """)
     workloads.wait_ready(FAULT_NS, "app=victim", count=2)
     yield workloads
-    workloads.kubectl("delete", "namespace", FAULT_NS, "--wait=false", check=False)
+    workloads.kubectl("delete", "namespace", FAULT_NS, "--wait=true", "--timeout=120s", check=False)
 
 
 @pytest.fixture
