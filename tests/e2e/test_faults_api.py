@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import NS
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, api_address, kubeconfig_via
 from tests.support.gateway import PODSSH, Gateway, SSHKey, free_port, grant, make_key
 from tests.support.tcpproxy import ConnectProxy, CuttableProxy
 from tests.support.waiting import wait_for
@@ -28,13 +28,8 @@ WEB = f"{NS}/deploy/web"
 @pytest.fixture
 def api_path(workloads: Cluster, tmp_path: Path) -> Iterator[tuple[CuttableProxy, str]]:
     """A kubeconfig whose API server address is a proxy the test can cut."""
-    cfg = yaml.safe_load(Path(workloads.kubeconfig).read_text())
-    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
-    proxy = CuttableProxy((host, int(port)))
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    path = tmp_path / "proxied.kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    yield proxy, str(path)
+    proxy = CuttableProxy(api_address(workloads.kubeconfig))
+    yield proxy, kubeconfig_via(workloads.kubeconfig, proxy.port, tmp_path / "proxied.kubeconfig")
     proxy.close()
 
 
@@ -141,15 +136,11 @@ def test_exec_and_port_forward_streams_honour_the_kubeconfig_proxy_url(
         make_gateway, keys: dict[str, SSHKey], workloads: Cluster, tmp_path: Path) -> None:
     """The kubeconfig names an address where nothing listens, reachable only through its
     proxy-url: REST calls and the exec/portforward WebSockets must all take the proxy."""
-    cfg = yaml.safe_load(Path(workloads.kubeconfig).read_text())
-    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
-    proxy = ConnectProxy((host, int(port)))
+    proxy = ConnectProxy(api_address(workloads.kubeconfig))
     try:
-        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"  # closed
-        cfg["clusters"][0]["cluster"]["proxy-url"] = f"http://127.0.0.1:{proxy.port}"
-        path = tmp_path / "proxied.kubeconfig"
-        path.write_text(yaml.safe_dump(cfg))
-        gw = make_gateway(kubeconfig=str(path))
+        path = kubeconfig_via(workloads.kubeconfig, free_port(), tmp_path / "proxied.kubeconfig",  # closed
+                              **{"proxy-url": f"http://127.0.0.1:{proxy.port}"})
+        gw = make_gateway(kubeconfig=path)
         proc = gw.ssh(WEB, "echo through-the-proxy", keys["alice"])
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == b"through-the-proxy\n"

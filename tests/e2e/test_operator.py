@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import NS
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, api_address, kubeconfig_via
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
 from tests.support.ptyclient import PtyClient
 from tests.support.tcpproxy import CuttableProxy
@@ -186,16 +186,11 @@ def test_limits(crd: Cluster, op_gateway: Gateway, fresh_key: SSHKey) -> None:
 
 
 def test_watch_gap_deletion_is_noticed(crd: Cluster, fresh_key: SSHKey, make_gateway, tmp_path: Path) -> None:
-    kubeconfig = yaml.safe_load(Path(crd.kubeconfig).read_text())
-    server = kubeconfig["clusters"][0]["cluster"]["server"]
-    host, port = server.removeprefix("https://").rsplit(":", 1)
-    proxy = CuttableProxy((host, int(port)))
-    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    proxied = tmp_path / "proxied.kubeconfig"
-    proxied.write_text(yaml.safe_dump(kubeconfig))
+    proxy = CuttableProxy(api_address(crd.kubeconfig))
+    proxied = kubeconfig_via(crd.kubeconfig, proxy.port, tmp_path / "proxied.kubeconfig")
     try:
         apply(crd, grant("gap", NS, [fresh_key], {"app": "web"}))
-        gw = make_gateway("--resync-interval", "5", grants=None, kubeconfig=str(proxied))
+        gw = make_gateway("--resync-interval", "5", grants=None, kubeconfig=proxied)
         wait_for(lambda: login_works(gw, fresh_key), timeout=10)
         proxy.cut()
         delete(crd, "gap")  # through the real address: the gateway cannot see it

@@ -3,6 +3,7 @@ soon logins work again. Run after the end-to-end suite (they restart cluster com
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NS
-from tests.support.cluster import BUSYBOX, Cluster
+from tests.support.cluster import BUSYBOX, Cluster, api_address, kubeconfig_via
 from tests.support.faults import bring_back, stop
-from tests.support.gateway import Gateway, SSHKey, grant
+from tests.support.gateway import Gateway, SSHKey, grant, make_key
+from tests.support.tcpproxy import CuttableProxy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.faults
@@ -221,23 +223,12 @@ def test_clients_that_vanish_mid_shell_and_mid_upload_leave_nothing_behind(
 
 def test_a_grant_deleted_while_the_watch_is_down_ends_its_session_once_it_is_back(
         crd: Cluster, make_gateway, tmp_path: Path) -> None:
-    import json
-
-    import yaml
-
-    from tests.support.gateway import make_key
-    from tests.support.tcpproxy import CuttableProxy
-
     key = make_key(tmp_path, "gap")
-    cfg = yaml.safe_load(Path(crd.kubeconfig).read_text())
-    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
-    proxy = CuttableProxy((host, int(port)))
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    proxied = tmp_path / "proxied.kubeconfig"
-    proxied.write_text(yaml.safe_dump(cfg))
+    proxy = CuttableProxy(api_address(crd.kubeconfig))
+    proxied = kubeconfig_via(crd.kubeconfig, proxy.port, tmp_path / "proxied.kubeconfig")
     crd.kubectl("apply", "-f", "-", input=json.dumps(grant("gap-live", NS, [key], {"app": "web"})))
     try:
-        gw = make_gateway("--resync-interval", "30", grants=None, kubeconfig=str(proxied))
+        gw = make_gateway("--resync-interval", "30", grants=None, kubeconfig=proxied)
         wait_for(lambda: login_works(gw, key), timeout=10, what="login with the grant")
         time.sleep(2)  # past the list that follows kopf's first listing (resync is 30 s away)
         started = time.monotonic()

@@ -103,3 +103,20 @@ def wait_http(url: str, timeout: float = 30) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def api_address(kubeconfig: str) -> tuple[str, int]:
+    """The API server's (host, port) as the kubeconfig names it."""
+    cfg = yaml.safe_load(Path(kubeconfig).read_text())
+    host, port = cfg["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
+    return host, int(port)
+
+
+def kubeconfig_via(kubeconfig: str, port: int, path: Path, **cluster: str) -> str:
+    """A copy of the kubeconfig whose API server is 127.0.0.1:port (a test's proxy), with extra
+    cluster fields (e.g. proxy-url); returns its path."""
+    cfg = yaml.safe_load(Path(kubeconfig).read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    cfg["clusters"][0]["cluster"].update(cluster)
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
