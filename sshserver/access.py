@@ -157,13 +157,16 @@ def _bool(value: Any, what: str) -> bool:
 
 
 def _plain_text(value: Any, what: str) -> str:
-    """A non-empty string of at most MAX_NAME characters without control characters."""
+    """A non-empty string of at most MAX_NAME characters without control characters or
+    spaces at either end (spec.user and spec.groups become Impersonate-* headers)."""
     if not isinstance(value, str) or not value:
         raise _invalid(f"{what} is required and must be a non-empty string")
     if len(value) > MAX_NAME:
         raise _invalid(f"{what} is longer than {MAX_NAME} characters")
     if _CONTROL.search(value):
         raise _invalid(f"{what} must not contain control characters (such as CR or LF)")
+    if value != value.strip(" "):  # the API server trims header values: the policy would check another name
+        raise _invalid(f"{what} must not start or end with a space")
     return value
 
 

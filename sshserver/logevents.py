@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return json.dumps(out, default=str, ensure_ascii=True)  # U+2028/U+0085 from clients never split a line
 
 
 def configure(level: str = "info") -> None:

@@ -91,6 +91,8 @@ subjects: [{{kind: ServiceAccount, name: {GRANTOR}, namespace: {SG_NS}}}]
     ({"user": "alice\r\nImpersonate-Group: system:masters"}, "spec.user in body should match"),
     ({"user": "alice\x00"}, "spec.user in body should match"),
     ({"groups": ["dev\n"]}, "spec.groups[0] in body should match"),
+    ({"user": "system:serviceaccount:ns:sa "}, "spec.user in body should match"),
+    ({"groups": [" system:masters"]}, "spec.groups[0] in body should match"),
     ({"groups": [f"g{i}" for i in range(17)]}, "must have at most 16 items"),
     ({"pods": {"selector": {"matchLabels": {"app": "web"}}, "containers": []}}, "should have at least 1 items"),
     ({"pods": {"selector": {"matchLabels": {"app": "web"}}, "containers": ["Web"]}}, "should match"),

@@ -243,6 +243,8 @@ SEL = {"matchLabels": {"app": "web"}}
     ({"user": "alice\r\nImpersonate-Group: system:masters"}, "InvalidSpec", "control characters"),
     ({"user": "alice\x00"}, "InvalidSpec", "control characters"),
     ({"user": "alice\x85"}, "InvalidSpec", "control characters"),
+    ({"user": "system:serviceaccount:ns:sa "}, "InvalidSpec", "start or end with a space"),
+    ({"groups": [" system:masters"]}, "InvalidSpec", "start or end with a space"),
     ({"user": "a" * 254}, "InvalidSpec", "longer than 253"),
     ({"groups": ["dev\nx"]}, "InvalidSpec", r"spec.groups\[0\] must not contain control characters"),
     ({"groups": [""]}, "InvalidSpec", r"spec.groups\[0\]"),

@@ -248,3 +248,24 @@ def test_out_of_order_writes_share_one_budget_per_session() -> None:
     assert b.write(50, b"y" * 40) == SFTP_OK and budget.used == 40
     b.close()  # the gap 10..50 never came: what was held is dropped and given back
     assert budget.used == 0
+
+
+@pytest.mark.parametrize("shell", [s for s in (SHELL, shutil.which("busybox")) if s])
+def test_a_tool_the_sessions_user_owns_is_refused_even_read_only(shell: str) -> None:
+    """Mode 0555 is no protection from its owner: SETSTAT (the gateway's own chmod) would make
+    it writable again. A tool counts only if the session's user neither owns nor can write it.
+    (Runs as root, like the whole suite: it makes files owned by another user.)"""
+    base = Path(tempfile.mkdtemp(dir="/opt" if Path("/opt").is_dir() else "/"))
+    try:
+        base.chmod(0o755)
+        for name in ("owned", "other"):
+            tool = base / f"{name}-tool"
+            tool.write_text("#!/bin/sh\necho run\n")
+            tool.chmod(0o555)
+        os.chown(base / "owned-tool", 65534, 65534)
+        argv = [shell, "sh"] if shell.endswith("busybox") else [shell]
+        out = subprocess.run([*argv, "-c", PROBE, "sh", str(base / "owned-tool"), str(base / "other-tool")],
+                             capture_output=True, timeout=10, user=65534).stdout.decode().splitlines()
+        assert out == [str(base / "other-tool")]
+    finally:
+        shutil.rmtree(base)

@@ -47,3 +47,15 @@ def test_audit_records_stay_one_line_with_unicode_line_ends() -> None:
     text = sink.getvalue()
     assert text.isascii() and len(text.splitlines()) == 1 and text.endswith("\n")
     assert json.loads(text)["target"] == target
+
+
+def test_operational_log_lines_stay_whole_with_unicode_line_ends() -> None:
+    """Client text (a version line, a subsystem name) reaches the operational log too."""
+    import logging
+
+    from sshserver.logevents import JsonFormatter
+
+    record = logging.LogRecord("podssh.gateway", logging.INFO, __file__, 1, "handshake_failed", None, None)
+    record.fields = {"error": "Incompatible version (1.5\u2028{\"event\": \"forged\"}\u0085)"}  # type: ignore[attr-defined]
+    line = JsonFormatter().format(record)
+    assert line.isascii() and len(line.splitlines()) == 1
