@@ -17,6 +17,7 @@ made absolute before they reach a tool, so none can be taken for an option.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import stat as statmod
@@ -28,6 +29,7 @@ from typing import Any
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
+from .logevents import event
 from .podexec import PodRunner, Result, StreamReader, StreamWriter
 from .trusted import TRUSTED_FUNCTIONS
 
@@ -48,7 +50,12 @@ PROBE = TRUSTED_FUNCTIONS + """for p in "$@"; do if trusted "$p"; then printf '%
 MAX_READ = 256 * 1024  # per READ request, as OpenSSH's sftp-server: fewer bytes are returned
 MAX_HANDLES = 64  # open files and directories per session
 MAX_FOLDERS = 8  # of which directories: each holds its whole listing until closed
+log = logging.getLogger("podssh.sftp")
+
 MAX_LISTING = 8 * 1024 * 1024  # bytes of `stat` output per directory listing
+# Entries kept per listing: each parsed entry costs ~300 bytes of Python objects (about 14x its
+# line), so 8 MiB of output alone could hold 115 MiB; 50,000 entries are ~15 MiB.
+MAX_LISTING_ENTRIES = 50_000
 MAX_PENDING = 16 * 1024 * 1024  # out-of-order write data held per session, all handles together
 MAX_PACKET = 256 * 1024 + 1024  # an SFTP message (OpenSSH's SFTP_MAX_MSG_LENGTH, plus headers)
 
@@ -386,6 +393,9 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             attr = parse_stat_line(line)
             if attr is not None:
                 entries.append(attr)
+                if len(entries) >= MAX_LISTING_ENTRIES:
+                    event(log, "sftp_listing_truncated", logging.WARNING, entries=len(entries))
+                    break
         return entries
 
     def stat(self, path: str) -> paramiko.SFTPAttributes | int:

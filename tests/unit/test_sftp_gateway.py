@@ -269,3 +269,14 @@ def test_a_tool_the_sessions_user_owns_is_refused_even_read_only(shell: str) -> 
         assert out == [str(base / "other-tool")]
     finally:
         shutil.rmtree(base)
+
+
+def test_a_listing_keeps_a_bounded_number_of_entries(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed entries cost ~14x their bytes: a huge directory (or a pod forging stat output)
+    must not make one listing hold hundreds of MiB."""
+    import sshserver.sftp_local as sftp_local
+
+    monkeypatch.setattr(sftp_local, "MAX_LISTING_ENTRIES", 5)
+    for i in range(12):
+        (pair.home / f"f{i}").write_text("x")
+    assert len(pair.sftp.listdir(".")) == 5
