@@ -347,6 +347,7 @@ class Identity:
 
     fingerprint: str  # of the key (for a certificate: of the certificate blob)
     certificate: UserCertificate | None = None
+    blob: bytes = b""  # the key or certificate blob: checked against --revoked-keys for as long as it is used
 
 
 @dataclass(frozen=True)

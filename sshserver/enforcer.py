@@ -107,8 +107,16 @@ class Enforcer:
     def check_all(self) -> None:
         snapshot = self._gw.store.current
         now, mono = datetime.now(UTC), time.monotonic()
+        revoked: dict[int, str | None] = {}  # per identity, once a sweep (a stat of the file)
         for session in self._gw.sessions():
-            verdict = judge(session, snapshot, now, mono, self._claim)
+            ident = session.conn.identity
+            if ident is not None and id(ident) not in revoked:
+                revoked[id(ident)] = self._gw.revoked(ident)
+            why = revoked.get(id(ident)) if ident is not None else None
+            if why and session.grant is not None:
+                verdict: Verdict | None = Verdict("revoked", f"this key was revoked ({why})")
+            else:
+                verdict = judge(session, snapshot, now, mono, self._claim)
             if verdict is not None:
                 event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.reason,
                       message=verdict.message)

@@ -15,7 +15,7 @@ from typing import Any
 import paramiko
 
 from . import eow, fastpipe, paramiko_patches
-from .access import AccessStore, Grant
+from .access import AccessStore, Grant, Identity
 from .admission import Admission, Limits, Startups
 from .audit import AuditTrail
 from .bridge import Bridge, SessionEnd
@@ -426,10 +426,16 @@ class Gateway:
                 log.exception("observer_failed")
 
     def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
-        """The key's grants in the snapshot in force now (not the one at login)."""
-        if conn.identity is None:
+        """The key's grants in the snapshot in force now (not the one at login), none once the
+        key is in --revoked-keys (a multiplexed connection outlives the login it was made by)."""
+        if conn.identity is None or self.revoked(conn.identity):
             return ()
         return self.store.current.grants_for(conn.identity, datetime.now(UTC))
+
+    def revoked(self, identity: Identity) -> str | None:
+        """Why --revoked-keys refuses this key or certificate now, or None (re-read on change)."""
+        revoked = self.settings.revoked_keys
+        return revoked.why_revoked(identity.blob, identity.certificate) if revoked is not None else None
 
     @property
     def draining(self) -> bool:

@@ -83,11 +83,10 @@ class GatewayServer(paramiko.ServerInterface):
                 return self._fail(username, "publickey-cert", fp, str(exc))
             if not cert.allows_source(conn.peer):  # sshd's source-address critical option
                 return self._fail(username, "publickey-cert", fp, "certificate source-address excludes this address")
-            identity, method = Identity(fp, cert), "publickey-cert"
+            identity, method = Identity(fp, cert, blob), "publickey-cert"
         else:
-            identity, method = Identity(fp), "publickey"
-        revoked = self._gw.settings.revoked_keys
-        why = revoked.why_revoked(blob, identity.certificate) if revoked is not None else None
+            identity, method = Identity(fp, blob=blob), "publickey"
+        why = self._gw.revoked(identity)
         if why:
             return self._fail(username, method, fp, why)
         grants = self._gw.store.current.grants_for(identity)

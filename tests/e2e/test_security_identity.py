@@ -158,6 +158,34 @@ def test_revoked_keys_file_is_honoured_and_reread(workloads: Cluster, make_gatew
     assert "CA key revoked" in failures(gw)
 
 
+def test_revoking_a_key_ends_its_live_sessions_and_its_multiplexed_connection(
+        workloads: Cluster, make_gateway, d: Path, tmp_path: Path) -> None:
+    """sshd checks RevokedKeys at login only; a gateway whose grants end live sessions does the
+    same for a revoked key: its sessions end, and a ControlMaster connection opens no more."""
+    key = SSHKey("live-revoked", keygen_key(d, "live-revoked"))
+    revoked = tmp_path / "revoked.keys"
+    revoked.write_text("")
+    gw = make_gateway("--revoked-keys", str(revoked), grants=[grant("liveuser", NS, [key], {"app": "web"})])
+    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/psmux-%C", "-o", "ControlPersist=60"]
+    client = subprocess.Popen([*gw.ssh_argv(f"{NS}/deploy/web", key, *mux), "echo started; sleep 600"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        revoked.write_text(Path(f"{key.path}.pub").read_text())
+        t0 = time.monotonic()
+        _, err = client.communicate(timeout=30)
+        assert time.monotonic() - t0 < 3
+        assert client.returncode == 255 and b"this key was revoked (key revoked)" in err, err
+        again = gw.ssh(f"{NS}/deploy/web", "echo never", key, *mux)  # over the same master connection
+        assert again.returncode != 0 and b"never" not in again.stdout
+        assert b"revoked" in again.stderr, again.stderr
+    finally:
+        if client.poll() is None:
+            client.kill()
+        subprocess.run(["ssh", "-O", "exit", *mux, "-F", "/dev/null", "-p", str(gw.port), f"{NS}/deploy/web@127.0.0.1"],
+                       capture_output=True, timeout=10)
+
+
 def test_malformed_revoked_keys_file_stops_the_start(workloads: Cluster, tmp_path: Path) -> None:
     bad = tmp_path / "bad.krl"
     bad.write_bytes(b"SSHKRL\n\0\0\0\0\1")

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import paramiko
 import pytest
 
-from sshserver.access import AccessSnapshot, AccessStore, Allow, Grant
+from sshserver.access import AccessSnapshot, AccessStore, Allow, Grant, Identity
 from sshserver.audit import AuditTrail
 from sshserver.connection import Connection
+from sshserver.gateway import Gateway
 from sshserver.keys import parse_public_key
 from sshserver.labelselector import LabelSelector
 from sshserver.metrics import Metrics
@@ -40,6 +41,9 @@ class FakeGateway:
 
     def note_authenticated(self, conn: Connection) -> None:
         pass
+
+    def revoked(self, identity: Identity) -> str | None:
+        return Gateway.revoked(self, identity)  # type: ignore[arg-type]  # it reads settings only
 
     def records(self, name: str) -> list[dict]:
         return [r for r in map(json.loads, self.sink.getvalue().splitlines()) if r["event"] == name]
