@@ -35,6 +35,12 @@ class ChannelRequests:
     env_requests: int = 0  # counted, accepted or not (limits in server.py)
     env_bytes: int = 0
 
+    def notice(self, text: str) -> None:
+        """Shown to the user once the session starts; each text once (a client repeating a
+        refused request cannot grow the list)."""
+        if text not in self.notices:
+            self.notices.append(text)
+
 
 @dataclass(eq=False)  # identity semantics: kept in sets
 class Connection:

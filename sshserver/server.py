@@ -240,11 +240,11 @@ class GatewayServer(paramiko.ServerInterface):
 
     def check_channel_x11_request(self, channel: paramiko.Channel, single_connection: bool,
                                   auth_protocol: str, auth_cookie: bytes, screen_number: int) -> bool:
-        self._conn.channel_requests(channel.get_id()).notices.append("X11 forwarding is not supported")
+        self._conn.channel_requests(channel.get_id()).notice("X11 forwarding is not supported")
         return False
 
     def check_channel_forward_agent_request(self, channel: paramiko.Channel) -> bool:
-        self._conn.channel_requests(channel.get_id()).notices.append("agent forwarding is not supported")
+        self._conn.channel_requests(channel.get_id()).notice("agent forwarding is not supported")
         return False
 
     # --- global requests --------------------------------------------------------------------

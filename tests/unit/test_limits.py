@@ -332,3 +332,14 @@ def test_default_limits_let_twenty_parallel_logins_from_one_address_through() ->
 
         with ThreadPoolExecutor(20) as pool:
             assert all(pool.map(one, range(20)))
+
+
+def test_repeated_refused_requests_keep_one_notice() -> None:
+    """200,000 x11-req on one channel once kept 200,000 notices (review finding)."""
+    from sshserver.connection import ChannelRequests
+
+    reqs = ChannelRequests()
+    for _ in range(10_000):
+        reqs.notice("X11 forwarding is not supported")
+        reqs.notice("agent forwarding is not supported")
+    assert reqs.notices == ["X11 forwarding is not supported", "agent forwarding is not supported"]
