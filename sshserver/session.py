@@ -142,8 +142,15 @@ class Session(Bridge):
         self.command = command
         self._requests = requests
         self._stream: ExecStream | None = None
-        self._resize_lock = threading.Lock()
+        # Resizes: `_size_lock` guards the pending size and is never held during I/O (the
+        # Transport thread takes it); `_send_lock` keeps resizes in order with each other and,
+        # taken by the stdin pump, ahead of the stdin that followed them. At most one flush per
+        # session waits in the gateway's small control pool, so a stuck stream holds one worker
+        # (until the API keepalive aborts it), never all of them.
+        self._size_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._pending_size: tuple[int, int] | None = None
+        self._flush_scheduled = False
         self._recording: Recording | None = None
         self._recorded_size: tuple[int, int] | None = None
         self._output_stopped = threading.Event()
@@ -164,19 +171,30 @@ class Session(Bridge):
     # --- called from other threads ----------------------------------------------------------
 
     def request_resize(self, cols: int, rows: int) -> None:
-        """Called by the Transport thread; the write happens elsewhere, in order with stdin."""
-        with self._resize_lock:
-            self._pending_size = (cols, rows)
+        """Called by the Transport thread: records the size and returns at once; the write
+        happens in the control pool, in order with stdin."""
+        self._schedule_resize((cols, rows), replace_pending=True)
+
+    def _schedule_resize(self, size: tuple[int, int], replace_pending: bool) -> None:
+        with self._size_lock:
+            if replace_pending or self._pending_size is None:
+                self._pending_size = size
+            if self._flush_scheduled:
+                return  # the flush already queued or running sends the latest size
+            self._flush_scheduled = True
         self._gw.submit_control(self._flush_resize)
 
     def _flush_resize(self) -> None:
-        # Holding the lock while sending keeps a resize ahead of any stdin that followed it.
-        with self._resize_lock:
-            stream = self._stream
-            if stream is None:
-                return  # the session thread sends it once the stream is open
-            size, self._pending_size = self._pending_size, None
-            if size:
+        """Sends pending sizes until none is left (control pool, stdin pump or session thread)."""
+        with self._send_lock:
+            while True:
+                with self._size_lock:
+                    stream, size = self._stream, self._pending_size
+                    if stream is None or size is None:
+                        # Before the stream opens, the session thread flushes once it is there.
+                        self._flush_scheduled = False
+                        return
+                    self._pending_size = None
                 with contextlib.suppress(Exception):  # a dead stream is reported by the output side
                     stream.resize(*size)
                 if self._recording is not None and size != self._recorded_size:
@@ -187,12 +205,8 @@ class Session(Bridge):
         """Sends the terminal size again once the process surely runs (it has written): a resize
         that reached the runtime before the process started was dropped."""
         pty = self._requests.pty
-        if pty is None:
-            return
-        with self._resize_lock:
-            if self._pending_size is None:
-                self._pending_size = (pty.cols, pty.rows)
-        self._gw.submit_control(self._flush_resize)
+        if pty is not None:
+            self._schedule_resize((pty.cols, pty.rows), replace_pending=False)
 
     def stop_output(self) -> None:
         """The client can write no more of the output (eow@openssh.com). As under sshd, the
@@ -238,7 +252,7 @@ class Session(Bridge):
             return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
         self._gw.metrics.exec_setup.observe(time.monotonic() - setup)
         self.opened, self._request = True, req
-        with self._resize_lock:
+        with self._size_lock:
             self._stream = stream
         self._watch_api(stream)
         self._flush_resize()
