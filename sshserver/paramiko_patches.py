@@ -1,6 +1,6 @@
 """Three fixes to paramiko's server side that an SSH gateway exposed to anyone needs.
 
-1. Linear integer decoding. `paramiko.util.inflate_long` builds an integer 32 bits at a time
+1. Linear integer conversion. `paramiko.util.inflate_long` builds an integer 32 bits at a time
    (`out = (out << 32) + word`): quadratic in the length. `Message.get_bytes` zero-pads a string
    whose length field claims more than the packet holds (up to 1 MiB), so a userauth request
    carrying an `ssh-rsa` key blob of a few bytes whose exponent claims ~1 MiB cost ~90 s of CPU
@@ -8,12 +8,14 @@
    `int.from_bytes` does the same conversion in linear time; the semantics are identical
    (big-endian two's complement unless `always_positive`; sign extension to a multiple of 4
    bytes does not change the value), which tests/unit/test_paramiko_patches.py checks against
-   paramiko's own function with hypothesis. Every module that bound the function by name is
-   re-pointed too.
+   paramiko's own function with hypothesis. `deflate_long` (the way back, 4 bytes at a time,
+   run by `key.asbytes()`) is quadratic as well and replaced by `int.to_bytes` the same way.
+   Every module that bound either function by name is re-pointed too.
 2. Key blobs are checked before paramiko parses them. A publickey userauth request whose blob is
-   larger than MAX_KEY_BLOB, or whose length-prefixed fields do not fit exactly (the padding
-   trick above), is answered with USERAUTH_FAILURE at once and counted as a failed attempt by the
-   server object (`malformed_key`), without paramiko ever building a key from it.
+   larger than MAX_KEY_BLOB, whose blob (or algorithm) runs past the packet, or whose
+   length-prefixed fields do not fit exactly (the padding trick above), is answered with
+   USERAUTH_FAILURE at once and counted as a failed attempt by the server object
+   (`malformed_key`), without paramiko ever building a key from it.
 3. Receive windows are enforced. paramiko advertises a window but accepts whatever the peer
    sends; a client that ignores it could make a channel buffer without bound. Data beyond the
    window advertised to the client (plus one packet of slack) is dropped, as OpenSSH does
@@ -50,6 +52,7 @@ KEY_FIELDS = {
 }
 
 _original_inflate_long = paramiko.util.inflate_long
+_original_deflate_long = paramiko.util.deflate_long
 _installed = False
 _install_lock = threading.Lock()
 
@@ -57,6 +60,22 @@ _install_lock = threading.Lock()
 def inflate_long(s: bytes | bytearray | memoryview, always_positive: bool = False) -> int:
     """paramiko.util.inflate_long in linear time: big-endian, two's complement unless always_positive."""
     return int.from_bytes(bytes(s), "big", signed=not always_positive)
+
+
+def deflate_long(n: int, add_sign_padding: bool = True) -> bytes:
+    """paramiko.util.deflate_long in linear time (it prepends 4 bytes at a time: quadratic, and
+    `key.asbytes()` of a padded pre-auth key ran it on a ~1 MiB number): the shortest big-endian
+    two's complement; without sign padding, a leading 0x00/0xFF that only carries the sign is
+    left out, as paramiko's function does."""
+    if not isinstance(n, int):  # paramiko's own answer (and error) for what is not an int:
+        return _original_deflate_long(n, add_sign_padding)  # e.g. a K of None from a broken kex
+    if n in (0, -1):
+        return b"\x00" if n == 0 else b"\xff"
+    size = ((n if n > 0 else ~n).bit_length() + 8) // 8
+    out = n.to_bytes(size, "big", signed=True)
+    if not add_sign_padding and len(out) > 1 and out[0] == (0 if n > 0 else 0xFF):
+        out = out[1:]
+    return out
 
 
 class MalformedKeyBlob(ValueError):
@@ -95,36 +114,50 @@ def check_key_blob(blob: bytes) -> None:
 
 def publickey_blob(payload: bytes) -> tuple[str, bytes] | None:
     """(username, key blob) of a USERAUTH_REQUEST payload (after the message byte) for method
-    publickey; None for other methods or a request too short to be one (paramiko decides)."""
+    publickey; None for other methods or when not even the method can be read (paramiko then
+    refuses it without building a key). A publickey request whose algorithm or blob runs past
+    the packet raises MalformedKeyBlob: paramiko would zero-pad the blob to what its length
+    claims (up to 1 MiB) and build a key of it."""
     try:
         user, pos = _take_string(payload, 0)
         _service, pos = _take_string(payload, pos)
         method, pos = _take_string(payload, pos)
-        if method != b"publickey" or pos >= len(payload):
-            return None
-        _algorithm, pos = _take_string(payload, pos + 1)
-        blob, pos = _take_string(payload, pos)
     except MalformedKeyBlob:
         return None
+    if method != b"publickey":
+        return None
+    if pos >= len(payload):
+        raise MalformedKeyBlob("publickey request without a key")
+    _algorithm, pos = _take_string(payload, pos + 1)
+    blob, pos = _take_string(payload, pos)
     return user.decode("utf-8", "replace"), blob
+
+
+def _username(payload: bytes) -> str:
+    try:
+        return _take_string(payload, 0)[0].decode("utf-8", "replace")
+    except MalformedKeyBlob:
+        return ""
 
 
 def _guard_userauth(original: Callable[[Any, paramiko.Message], None]) -> Callable[[Any, paramiko.Message], None]:
     def _parse_userauth_request(self: Any, m: paramiko.Message) -> None:
         if self.transport.server_mode and not self.authenticated:
             start = m.packet.tell()
-            found = publickey_blob(m.packet.getvalue()[start:])
-            if found is not None:
-                username, blob = found
-                try:
-                    check_key_blob(blob)
-                except MalformedKeyBlob as exc:
-                    server = self.transport.server_object
-                    refuse = getattr(server, "malformed_key", None)
-                    if refuse is not None:
-                        refuse(username, str(exc))
-                    self._send_auth_result(username, "publickey", paramiko.AUTH_FAILED)
-                    return
+            payload = m.packet.getvalue()[start:]
+            found = None
+            try:
+                found = publickey_blob(payload)
+                if found is not None:
+                    check_key_blob(found[1])
+            except MalformedKeyBlob as exc:
+                username = found[0] if found is not None else _username(payload)
+                server = self.transport.server_object
+                refuse = getattr(server, "malformed_key", None)
+                if refuse is not None:
+                    refuse(username, str(exc))
+                self._send_auth_result(username, "publickey", paramiko.AUTH_FAILED)
+                return
         original(self, m)
 
     _parse_userauth_request.podssh_guard = True  # type: ignore[attr-defined]
@@ -208,9 +241,12 @@ def install() -> None:
         import sys
 
         for name, module in list(sys.modules.items()):
-            if (name == "paramiko" or name.startswith("paramiko.")) and \
-                    getattr(module, "inflate_long", None) is _original_inflate_long:
+            if name != "paramiko" and not name.startswith("paramiko."):
+                continue
+            if getattr(module, "inflate_long", None) is _original_inflate_long:
                 module.inflate_long = inflate_long  # type: ignore[attr-defined]
+            if getattr(module, "deflate_long", None) is _original_deflate_long:
+                module.deflate_long = deflate_long  # type: ignore[attr-defined]
         handler._parse_userauth_request = _guard_userauth(handler._parse_userauth_request)
         channel._feed = _bounded_feed(channel._feed)
         channel._feed_extended = _bounded_feed_extended(channel._feed_extended)
@@ -224,3 +260,8 @@ def install() -> None:
 def original_inflate_long() -> Callable[..., int]:
     """paramiko's own function, for the equivalence test."""
     return _original_inflate_long
+
+
+def original_deflate_long() -> Callable[..., bytes]:
+    """paramiko's own function, for the equivalence test."""
+    return _original_deflate_long

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from paramiko.common import cMSG_USERAUTH_REQUEST
 
 from sshserver import paramiko_patches
-from sshserver.paramiko_patches import MalformedKeyBlob, check_key_blob, inflate_long
+from sshserver.paramiko_patches import MalformedKeyBlob, check_key_blob, deflate_long, inflate_long
 from tests.fuzz.settings import FUZZ
 from tests.support.inproc import client, grant_object, running_gateway
 
@@ -27,12 +27,25 @@ def test_inflate_long_equals_paramikos_own(data: bytes, always_positive: bool) -
     assert inflate_long(data, always_positive) == paramiko_patches.original_inflate_long()(data, always_positive)
 
 
+@FUZZ
+@given(st.one_of(st.integers(), st.integers(-(2**70), 2**70),
+                 st.sampled_from([0, -1, 127, 128, -128, -129, 255, -256])), st.booleans())
+def test_deflate_long_equals_paramikos_own(n: int, add_sign_padding: bool) -> None:
+    assert deflate_long(n, add_sign_padding) == paramiko_patches.original_deflate_long()(n, add_sign_padding)
+
+
 def test_every_paramiko_module_uses_the_linear_function() -> None:
+    import paramiko.ecdsakey
     import paramiko.message
     import paramiko.util
 
     assert paramiko.util.inflate_long is inflate_long
     assert paramiko.message.util.inflate_long is inflate_long
+    assert paramiko.util.deflate_long is deflate_long
+    assert paramiko.ecdsakey.deflate_long is deflate_long
+    start = time.monotonic()
+    assert len(deflate_long(1 << (8 << 20))) > 1 << 20  # an 8-Mbit number: linear, not minutes
+    assert time.monotonic() - start < 0.5
     start = time.monotonic()
     m = paramiko.Message(struct.pack(">I", 1 << 20) + b"\x01")  # padded to 1 MiB by paramiko
     assert m.get_mpint() > 0
@@ -58,8 +71,9 @@ def test_real_keys_pass_and_crafted_blobs_are_refused() -> None:
             check_key_blob(bad)
 
 
-def _send_userauth(t: paramiko.Transport, blob: bytes) -> float:
-    """Sends a publickey query with `blob`; returns the seconds until the server's answer."""
+def _send_userauth(t: paramiko.Transport, blob: bytes, raw_blob: bytes | None = None) -> float:
+    """Sends a publickey query with `blob` (or `raw_blob` as the bytes where the length-prefixed
+    blob would be); returns the seconds until the server's answer."""
     handler = t.auth_handler
     event = threading.Event()
     handler.auth_event, handler.auth_method = event, "publickey"
@@ -70,7 +84,10 @@ def _send_userauth(t: paramiko.Transport, blob: bytes) -> float:
     m.add_string("publickey")
     m.add_boolean(False)
     m.add_string("rsa-sha2-256")
-    m.add_string(blob)
+    if raw_blob is None:
+        m.add_string(blob)
+    else:
+        m.add_bytes(raw_blob)
     start = time.monotonic()
     t._send_message(m)
     assert event.wait(10), "no answer to the userauth request"
@@ -95,6 +112,33 @@ def test_crafted_key_blob_is_answered_fast_and_the_gateway_stays_responsive() ->
             t.close()
         failures = gw.audit.named("auth_failure")
         assert len(failures) == 3 and all("malformed key" in f["reason"] for f in failures)
+
+
+def padded_publickey_request(blob_claims: int) -> bytes:
+    """The review's bypass: the blob's own length field claims more than the packet holds, so
+    paramiko zero-pads the whole blob (and its exponent) before any of our checks saw it."""
+    inner = _s(b"ssh-rsa") + _s(b"\x01\x00\x01") + struct.pack(">I", (1 << 20) - 100) + b"\x01"
+    return struct.pack(">I", blob_claims) + inner
+
+
+def test_a_blob_running_past_the_packet_is_refused_before_paramiko_pads_it() -> None:
+    key = paramiko.ECDSAKey.generate()
+    with running_gateway([grant_object("alice", [key])]) as gw:
+        t = client(gw.port, None)
+        try:
+            with pytest.raises(paramiko.BadAuthenticationType):
+                t.auth_none("ns/pod")
+            for _ in range(2):
+                assert _send_userauth(t, b"", raw_blob=padded_publickey_request((1 << 20) - 1)) < 0.5
+            assert t.is_active() and not t.is_authenticated()
+            start = time.monotonic()
+            other = client(gw.port, key)
+            assert other.is_authenticated() and time.monotonic() - start < 3
+            other.close()
+        finally:
+            t.close()
+        failures = gw.audit.named("auth_failure")
+        assert len(failures) == 2 and all("malformed key" in f["reason"] for f in failures)
 
 
 def test_data_beyond_the_advertised_window_is_dropped() -> None:
