@@ -13,6 +13,8 @@ from collections import deque
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 
+SMALL = 4096  # chunks below this are merged as they arrive (a copy of at most 8 KiB)
+
 
 class ChunkPipe(BufferedPipe):
     def __init__(self) -> None:
@@ -33,7 +35,13 @@ class ChunkPipe(BufferedPipe):
             if self._event is not None:
                 self._event.set()
             if data:
-                self._chunks.append(bytes(data))
+                chunks = self._chunks
+                if len(data) < SMALL and chunks and len(chunks[-1]) < SMALL:
+                    # Tiny packets stored one by one cost ~20x their size in object headers:
+                    # a window's worth of 2-byte packets would hold 20x the window in memory.
+                    chunks[-1] += data
+                else:
+                    chunks.append(bytes(data))
                 self._size += len(data)
             self._cv.notify_all()
 

@@ -34,3 +34,25 @@ def test_blocking_timeout_close_and_event() -> None:
     assert pipe.empty() == b"abc" and not event.is_set()
     pipe.close()
     assert pipe.read(10) == b"" and event.is_set()
+
+
+def test_tiny_packets_do_not_cost_many_times_their_size() -> None:
+    """A client sending a window's worth of 2-byte packets (review finding: ~22 MiB held for
+    800 KB) must cost about what it sent, and read back byte-exact."""
+    import tracemalloc
+
+    from sshserver.fastpipe import ChunkPipe
+
+    pipe = ChunkPipe()
+    sent = [bytes([i % 251, (i * 7) % 251]) for i in range(200_000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for piece in sent:
+        pipe.feed(piece)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert held < 2 * 400_000, f"{held} bytes held for 400,000 bytes received"
+    out = b""
+    while len(pipe):
+        out += pipe.read(65536)
+    assert out == b"".join(sent)
