@@ -202,6 +202,35 @@ def _bounded_feed_extended(original: Callable[[Any, Any], None]) -> Callable[[An
     return _feed_extended
 
 
+MAX_INFO_RESPONSES = 64  # keyboard-interactive answers in one USERAUTH_INFO_RESPONSE
+
+
+def _guard_info_response(original: Callable[[Any, paramiko.Message], None]) -> Callable[[Any, paramiko.Message], None]:
+    """paramiko reads the response count of a USERAUTH_INFO_RESPONSE and appends that many strings,
+    padding past the end of the packet with empty ones: a 5-byte message claiming ~4e9 responses
+    grows a list without bound (gigabytes, with the GIL held), before authentication and whether or
+    not a prompt was ever sent. A count larger than MAX_INFO_RESPONSES or than the packet can hold
+    (4 bytes per string) is refused as a failed keyboard-interactive attempt."""
+
+    def _parse_userauth_info_response(self: Any, m: paramiko.Message) -> None:
+        if self.transport.server_mode:
+            start = m.packet.tell()
+            payload = m.packet.getvalue()
+            remaining = len(payload) - start - 4
+            count = struct.unpack_from(">I", payload, start)[0] if remaining >= 0 else 0
+            if remaining < 0 or count > MAX_INFO_RESPONSES or count * 4 > remaining:
+                server = self.transport.server_object
+                result = server.check_auth_interactive_response([])
+                if result == paramiko.AUTH_SUCCESSFUL:  # never from a fake answer
+                    result = paramiko.AUTH_FAILED
+                self._send_auth_result(self.auth_username, "keyboard-interactive", result)
+                return
+        original(self, m)
+
+    _parse_userauth_info_response.podssh_guard = True  # type: ignore[attr-defined]
+    return _parse_userauth_info_response
+
+
 def grow_window(channel: paramiko.Channel, size: int) -> None:
     """Raises the channel's receive window to `size`, telling the client by WINDOW_ADJUST.
 
@@ -232,6 +261,7 @@ def install() -> None:
             return
         handler, channel = paramiko.auth_handler.AuthHandler, paramiko.channel.Channel
         for owner, attr in ((handler, "_parse_userauth_request"), (handler, "_send_auth_result"),
+                            (handler, "_parse_userauth_info_response"),
                             (channel, "_feed"), (channel, "_feed_extended"), (channel, "_set_window"),
                             (paramiko.Transport, "_channel_handler_table"),
                             (paramiko.Transport, "_auth_trigger")):
@@ -248,6 +278,7 @@ def install() -> None:
             if getattr(module, "deflate_long", None) is _original_deflate_long:
                 module.deflate_long = deflate_long  # type: ignore[attr-defined]
         handler._parse_userauth_request = _guard_userauth(handler._parse_userauth_request)
+        handler._parse_userauth_info_response = _guard_info_response(handler._parse_userauth_info_response)
         channel._feed = _bounded_feed(channel._feed)
         channel._feed_extended = _bounded_feed_extended(channel._feed_extended)
         # The Transport dispatches channel messages through a table of the original functions.

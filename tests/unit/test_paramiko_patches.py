@@ -161,3 +161,74 @@ def test_data_beyond_the_advertised_window_is_dropped() -> None:
                 assert getattr(c, "podssh_window_violations", 0) > 0
         finally:
             t.close()
+
+
+
+def _info_response(count: int, answers: list[bytes]) -> paramiko.Message:
+    m = paramiko.Message()
+    m.add_byte(bytes([paramiko.common.MSG_USERAUTH_INFO_RESPONSE]))
+    m.add_int(count)
+    for a in answers:
+        m.add_string(a)
+    return paramiko.Message(m.asbytes()[1:])
+
+
+class _Handler:
+    """Enough of an AuthHandler on a server transport for _parse_userauth_info_response."""
+
+    def __init__(self) -> None:
+        self.auth_username = "ns/pod"
+        self.seen: list[list[str]] = []
+        self.sent: list[tuple[str, int]] = []
+        seen = self.seen
+
+        class Server:
+            def check_auth_interactive_response(self, responses: list[str]) -> int:
+                seen.append(responses)
+                return paramiko.AUTH_FAILED
+
+        self.transport = type("T", (), {"server_mode": True, "server_object": Server()})()
+
+    def _send_auth_result(self, username: str, method: str, result: int) -> None:
+        self.sent.append((method, result))
+
+
+@pytest.mark.parametrize("count,answers", [(100_000, []), (65, [b"x"] * 65), (3, [b"a"])])
+def test_an_info_response_claiming_more_answers_than_it_holds_is_refused_unread(
+        count: int, answers: list[bytes]) -> None:
+    """paramiko appends one string per claimed answer, padding past the packet with empty ones: a
+    5-byte USERAUTH_INFO_RESPONSE claiming ~3.6e9 answers grew the gateway by gigabytes before login
+    (the wire fuzzer, seed 2202, session 2494). Such a count is refused without reading answers."""
+    handler = _Handler()
+    paramiko.auth_handler.AuthHandler._parse_userauth_info_response(handler, _info_response(count, answers))
+    assert handler.seen == [[]]
+    assert handler.sent == [("keyboard-interactive", paramiko.AUTH_FAILED)]
+
+
+def test_a_plausible_info_response_still_reaches_the_server_object() -> None:
+    handler = _Handler()
+    paramiko.auth_handler.AuthHandler._parse_userauth_info_response(handler, _info_response(2, [b"a", b"b"]))
+    assert handler.seen == [["a", "b"]]
+    assert handler.sent == [("keyboard-interactive", paramiko.AUTH_FAILED)]
+
+
+def test_the_fuzzers_info_response_leaves_the_gateway_usable() -> None:
+    assert getattr(paramiko.auth_handler.AuthHandler._parse_userauth_info_response, "podssh_guard", False)
+    key = paramiko.ECDSAKey.generate()
+    with running_gateway([grant_object("g", [key], allow={"shell": True})],
+                         failure_delay_base=0.0, failure_delay_cap=0.0) as gw:
+        t = client(gw.port, None, timeout=5)
+        try:
+            m = paramiko.Message()
+            m.add_byte(bytes([paramiko.common.MSG_USERAUTH_INFO_RESPONSE]))
+            m.add_bytes(b"\xd5aDm\xd5")  # the fuzzer's message: a count of 0xd561446d, no answers
+            t._send_user_message(m)
+            time.sleep(0.3)
+            other = client(gw.port, key, timeout=5)  # the gateway still answers at once
+            try:
+                assert other.is_authenticated()
+            finally:
+                other.close()
+            assert t.is_active()
+        finally:
+            t.close()
