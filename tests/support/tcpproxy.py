@@ -26,6 +26,35 @@ def pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event | None
                 s.shutdown(socket.SHUT_RDWR)
 
 
+class _Server:
+    """A listener on 127.0.0.1 with an accept thread; subclasses serve each connection."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._serve(client, addr)
+
+    def _serve(self, client: socket.socket, addr: tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
 class _Link:
     """One proxied connection: its two sockets, when it was opened, whether data flows."""
 
@@ -37,45 +66,33 @@ class _Link:
             self.flowing.set()
 
 
-class CuttableProxy:
+class CuttableProxy(_Server):
     """cut/freeze act on every connection, or with `opened_before` only on the older ones
     (a watch opened at start, not a session's stream opened later)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
         self._frozen = False  # new connections start frozen too
-        self._stop = threading.Event()
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self._open.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                link = _Link(client, upstream, flowing=not self._frozen)
-                self._links.add(link)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(a, b, link.flowing), daemon=True).start()
+    def _serve(self, client: socket.socket, addr: tuple[str, int]) -> None:
+        if not self._open.is_set():
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection(self._target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            link = _Link(client, upstream, flowing=not self._frozen)
+            self._links.add(link)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pipe, args=(a, b, link.flowing), daemon=True).start()
 
     def _matching(self, opened_before: float | None) -> list[_Link]:
         with self._lock:
@@ -108,9 +125,8 @@ class CuttableProxy:
             link.flowing.set()
 
     def close(self) -> None:
-        self._stop.set()
+        super().close()
         self.cut()
-        self._listener.close()
 
 
 def proxy_header(version: int, source: tuple[str, int], destination: tuple[str, int]) -> bytes:
@@ -127,63 +143,36 @@ def proxy_header(version: int, source: tuple[str, int], destination: tuple[str, 
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21 if six else 0x11]) + struct.pack(">H", len(payload)) + payload
 
 
-class ProxyProtocolRelay:
+class ProxyProtocolRelay(_Server):
     """A TCP relay that starts every upstream connection with a PROXY header, as a load balancer
     does: the header names `claim` (address, port) as the client, or the real client when None."""
 
     def __init__(self, target: tuple[str, int], version: int, claim: tuple[str, int] | None = None) -> None:
-        self._target, self._version, self._claim = target, version, claim
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._version, self._claim = version, claim
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-                upstream.settimeout(None)
-                upstream.sendall(proxy_header(self._version, self._claim or addr[:2], ("127.0.0.1", self.port)))
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
+    def _serve(self, client: socket.socket, addr: tuple[str, int]) -> None:
+        try:
+            upstream = socket.create_connection(self._target, timeout=5)
+            upstream.settimeout(None)
+            upstream.sendall(proxy_header(self._version, self._claim or addr[:2], ("127.0.0.1", self.port)))
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
-class ConnectProxy:
+class ConnectProxy(_Server):
     """An HTTP CONNECT proxy (as a kubeconfig's `proxy-url` names) that sends every tunnel to
     `target`, whatever host the client asked for, and records what was asked."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
         self.requests: list[str] = []
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+    def _serve(self, client: socket.socket, addr: tuple[str, int]) -> None:
+        threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
 
     def _tunnel(self, client: socket.socket) -> None:
         head = b""
@@ -209,7 +198,3 @@ class ConnectProxy:
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
