@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sshserver import __version__
-from sshserver.logevents import configure, event
-from sshserver.settings import GatewaySettings
+from sshserver.config.settings import GatewaySettings
+from sshserver.observability.logevents import configure, event
 
 log = logging.getLogger("podssh")
 
@@ -39,7 +39,7 @@ def _positive(text: str) -> int:
 
 
 def _startups(text: str) -> tuple[int, int, int]:
-    from sshserver.admission import Startups
+    from sshserver.ssh.admission import Startups
 
     try:
         s = Startups.parse(text)
@@ -49,7 +49,7 @@ def _startups(text: str) -> tuple[int, int, int]:
 
 
 def _cidrs(text: str) -> tuple[str, ...]:
-    from sshserver.proxyprotocol import TrustedProxies
+    from sshserver.ssh.proxyprotocol import TrustedProxies
 
     try:
         proxies = TrustedProxies.parse(text)
@@ -182,7 +182,7 @@ def _fail(message: str) -> int:
 def _load_kube(args: argparse.Namespace):
     from kubernetes.config import ConfigException
 
-    from sshserver.kube import KubeClient
+    from sshserver.kube.client import KubeClient
 
     try:
         return KubeClient.load(args.kubeconfig, args.context)
@@ -203,8 +203,8 @@ def _wait_for_signal(alive: Callable[[], bool]) -> bool:
 
 def _host_keys_from_secret(kube: Any, namespace: str, name: str) -> list[Any]:
     """The host keys from their Secret; an unreachable API server is an ApiError (retried)."""
-    from sshserver import hostkeys
-    from sshserver.kube import TRANSPORT_ERRORS, unreachable
+    from sshserver.kube.client import TRANSPORT_ERRORS, unreachable
+    from sshserver.ssh import hostkeys
 
     try:
         return hostkeys.from_secret(kube.core, namespace, name)
@@ -214,15 +214,15 @@ def _host_keys_from_secret(kube: Any, namespace: str, name: str) -> list[Any]:
 
 def serve(args: argparse.Namespace) -> int:
     # Imported here so `podssh --help` stays fast (paramiko and kubernetes are slow to import).
-    from sshserver import hostkeys
-    from sshserver.access import AccessStore
-    from sshserver.accessfile import load_access_file
-    from sshserver.audit import AuditTrail
-    from sshserver.gateway import Gateway
-    from sshserver.kube import retry_while_unavailable
-    from sshserver.metrics import Metrics
-    from sshserver.monitoring import MonitoringServer
-    from sshserver.revocation import RevocationError, RevokedKeysFile
+    from sshserver.gateway.core import Gateway
+    from sshserver.grants.access import AccessStore
+    from sshserver.grants.accessfile import load_access_file
+    from sshserver.grants.revocation import RevocationError, RevokedKeysFile
+    from sshserver.kube.client import retry_while_unavailable
+    from sshserver.observability.audit import AuditTrail
+    from sshserver.observability.metrics import Metrics
+    from sshserver.observability.monitoring import MonitoringServer
+    from sshserver.ssh import hostkeys
 
     from .runner import ControlPlane, ControlPlaneError
 
@@ -325,8 +325,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def known_hosts(args: argparse.Namespace) -> int:
     """Prints the gateway's host keys as known_hosts lines: pinned before the first login."""
-    from sshserver import hostkeys
-    from sshserver.hostcerts import HostCertError, cert_authority_line
+    from sshserver.ssh import hostkeys
+    from sshserver.ssh.hostcerts import HostCertError, cert_authority_line
 
     kube = _load_kube(args)
     try:
@@ -345,9 +345,9 @@ def known_hosts(args: argparse.Namespace) -> int:
 def host_cert(args: argparse.Namespace) -> int:
     """Signs the host keys in the Secret with the operator's CA key; gateways present the
     certificates after their next start (kubectl -n podssh-system rollout restart deploy/podssh)."""
-    from sshserver import hostkeys
-    from sshserver.durations import parse_duration
-    from sshserver.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, sign_host_key
+    from sshserver.grants.durations import parse_duration
+    from sshserver.ssh import hostkeys
+    from sshserver.ssh.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, sign_host_key
 
     try:
         validity = parse_duration(args.validity)
@@ -374,7 +374,7 @@ def host_cert(args: argparse.Namespace) -> int:
 
 
 def run_operator(args: argparse.Namespace) -> int:
-    from sshserver.access import AccessStore
+    from sshserver.grants.access import AccessStore
 
     from .runner import ControlPlane, ControlPlaneError
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from sshserver.kube import KubeClient
+from sshserver.kube.client import KubeClient
 
 from . import GROUP, PLURAL, VERSION
 from .inventory import Inventory

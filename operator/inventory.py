@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sshserver.access import AccessStore, ParsedObject, object_ref, parse_objects, snapshot_of
-from sshserver.logevents import event
+from sshserver.grants.access import AccessStore, ParsedObject, object_ref, parse_objects, snapshot_of
+from sshserver.observability.logevents import event
 
 from .status import desired_status, needs_patch
 from .writer import ClusterWriter, ObjectEvent, StatusPatch

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from sshserver.access import GrantError, grant_from_object
-from sshserver.durations import parse_duration
+from sshserver.grants.access import GrantError, grant_from_object
+from sshserver.grants.durations import parse_duration
 
 from . import GROUP, KIND, VERSION
 

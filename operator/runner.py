@@ -11,9 +11,16 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from sshserver.access import AccessStore
-from sshserver.kube import TRANSPORT_ERRORS, ApiError, KubeClient, http_reason, retry_while_unavailable, unreachable
-from sshserver.logevents import event
+from sshserver.grants.access import AccessStore
+from sshserver.kube.client import (
+    TRANSPORT_ERRORS,
+    ApiError,
+    KubeClient,
+    http_reason,
+    retry_while_unavailable,
+    unreachable,
+)
+from sshserver.observability.logevents import event
 
 from . import GROUP, PLURAL, VERSION
 from .handlers import build_registry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from sshserver.observer import SessionOutcome, SessionRecord
+from sshserver.observability.observer import SessionOutcome, SessionRecord
 
 from .writer import ClusterWriter, ObjectEvent, StatusPatch
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sshserver.access import Grant, GrantError
+from sshserver.grants.access import Grant, GrantError
 
 
 def _now() -> str:

@@ -24,8 +24,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from sshserver.kube import KubeClient
-from sshserver.logevents import event
+from sshserver.kube.client import KubeClient
+from sshserver.observability.logevents import event
 
 from . import GROUP, KIND, PLURAL, VERSION
 

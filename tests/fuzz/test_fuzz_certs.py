@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.certificates import CertificateError, parse_user_certificate
-from sshserver.revocation import RevocationError, parse_revoked_keys
+from sshserver.grants.certificates import CertificateError, parse_user_certificate
+from sshserver.grants.revocation import RevocationError, parse_revoked_keys
 from tests.fuzz.settings import FUZZ
 from tests.support.sshkeygen import blob, krl, make_key, sign
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.access import (
+from sshserver.grants.access import (
     Grant,
     GrantError,
     _parse_grant,
@@ -29,9 +29,9 @@ from sshserver.access import (
     parse_objects,
     snapshot_from_objects,
 )
-from sshserver.durations import MAX_DURATION, parse_duration, parse_time
-from sshserver.keys import KEY_TYPES, InvalidKeyError, PublicKey, parse_public_key
-from sshserver.labelselector import LabelSelector, check_label_key, check_label_value
+from sshserver.grants.durations import MAX_DURATION, parse_duration, parse_time
+from sshserver.grants.keys import KEY_TYPES, InvalidKeyError, PublicKey, parse_public_key
+from sshserver.grants.labelselector import LabelSelector, check_label_key, check_label_value
 from tests.fuzz.settings import FUZZ
 
 

@@ -11,7 +11,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.proxyprotocol import V1_MAX, V2_SIGNATURE, ProxyHeaderError, parse_v1, parse_v2, read_header
+from sshserver.ssh.proxyprotocol import V1_MAX, V2_SIGNATURE, ProxyHeaderError, parse_v1, parse_v2, read_header
 from tests.fuzz.settings import FUZZ
 
 TAIL = b"SSH-2.0-after\r\n"

@@ -17,14 +17,14 @@ import websocket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.access import Grant
-from sshserver.envnames import valid_env_name
-from sshserver.execstream import ExecStream
-from sshserver.exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
-from sshserver.labelselector import LabelSelector
-from sshserver.podexec import Result
-from sshserver.session import build_command
-from sshserver.sftp_local import SHELL, STAT_FORMAT, PodFileSystem, Tools, parse_stat_line, resolve_path
+from sshserver.grants.access import Grant
+from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.kube.execstream import ExecStream
+from sshserver.kube.exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
+from sshserver.kube.podrunner import Result
+from sshserver.sessions.execsession import build_command
+from sshserver.sessions.sftpgateway import SHELL, STAT_FORMAT, PodFileSystem, Tools, parse_stat_line, resolve_path
 from tests.fuzz.settings import FUZZ
 
 # --- SFTP paths -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.target import MAX_USERNAME, WORKLOAD_KINDS, Target, TargetError, parse_target
+from sshserver.grants.target import MAX_USERNAME, WORKLOAD_KINDS, Target, TargetError, parse_target
 from tests.fuzz.settings import FUZZ
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", re.ASCII)

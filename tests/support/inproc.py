@@ -19,11 +19,11 @@ from typing import Any
 import paramiko
 from kubernetes.client import Configuration
 
-from sshserver.access import AccessStore, snapshot_from_objects
-from sshserver.audit import AuditTrail
-from sshserver.gateway import Gateway
-from sshserver.kube import KubeClient
-from sshserver.settings import GatewaySettings
+from sshserver.config.settings import GatewaySettings
+from sshserver.gateway.core import Gateway
+from sshserver.grants.access import AccessStore, snapshot_from_objects
+from sshserver.kube.client import KubeClient
+from sshserver.observability.audit import AuditTrail
 
 
 def closed_port() -> int:

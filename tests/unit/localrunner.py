@@ -8,8 +8,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from sshserver.exitstatus import ExitStatus
-from sshserver.podexec import Result
+from sshserver.kube.exitstatus import ExitStatus
+from sshserver.kube.podrunner import Result
 
 
 class LocalReader:

@@ -12,10 +12,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sshserver.access import AccessSnapshot, GrantError, grant_from_object, snapshot_from_objects
-from sshserver.accessfile import load_access_file
-from sshserver.keys import InvalidKeyError, parse_public_key
-from sshserver.labelselector import LabelSelector
+from sshserver.grants.access import AccessSnapshot, GrantError, grant_from_object, snapshot_from_objects
+from sshserver.grants.accessfile import load_access_file
+from sshserver.grants.keys import InvalidKeyError, parse_public_key
+from sshserver.grants.labelselector import LabelSelector
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_limits_and_times_parse(pubkey: str) -> None:
 
 def test_the_safety_net_turns_any_parser_bug_into_invalid_spec(
         pubkey: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import sshserver.access as access
+    import sshserver.grants.access as access
 
     def broken(_obj: object) -> None:
         raise OverflowError("a bug")
@@ -344,7 +344,7 @@ def test_inventory_keeps_applying_changes_while_a_bad_object_exists(
     """Hole 2: one object the parser chokes on must not freeze revocation for everyone."""
     from sshoperator.inventory import Inventory
 
-    from sshserver.access import AccessStore
+    from sshserver.grants.access import AccessStore
 
     if bad_spec.get("publicKeys") == ["__compressed__"]:
         bad_spec = {"publicKeys": [compressed_ecdsa_line()]}
@@ -376,7 +376,7 @@ def test_inventory_keeps_applying_changes_while_a_bad_object_exists(
 def test_inventory_survives_objects_of_any_shape(pubkey: str) -> None:
     from sshoperator.inventory import Inventory
 
-    from sshserver.access import AccessStore
+    from sshserver.grants.access import AccessStore
 
     store = AccessStore()
     inventory = Inventory(store, _Writer())  # type: ignore[arg-type]

@@ -12,9 +12,9 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from sshserver.kube import ApiError, retry_while_unavailable
-from sshserver.resolver import PodResolver
-from sshserver.target import TargetError, parse_target
+from sshserver.grants.target import TargetError, parse_target
+from sshserver.kube.client import ApiError, retry_while_unavailable
+from sshserver.kube.resolver import PodResolver
 
 
 def resolver_raising(exc: BaseException) -> PodResolver:

@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
 
-from sshserver import certificates
-from sshserver.certificates import CertificateError, parse_user_certificate, signature_algorithm
-from sshserver.keys import fingerprint
+from sshserver.grants import certificates
+from sshserver.grants.certificates import CertificateError, parse_user_certificate, signature_algorithm
+from sshserver.grants.keys import fingerprint
 from tests.support.sshkeygen import blob, make_key, sign
 
 

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from sshoperator.cli import main
 from sshoperator.manifests import ssh_config
 
-from sshserver import hostcerts, hostkeys
+from sshserver.ssh import hostcerts, hostkeys
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sshserver.certificates import parse_user_certificate
-from sshserver.keys import fingerprint
-from sshserver.revocation import KRL_MAGIC, RevocationError, RevokedKeysFile, parse_krl, parse_revoked_keys
+from sshserver.grants.certificates import parse_user_certificate
+from sshserver.grants.keys import fingerprint
+from sshserver.grants.revocation import KRL_MAGIC, RevocationError, RevokedKeysFile, parse_krl, parse_revoked_keys
 from tests.support.sshkeygen import blob, krl, make_key, sign
 
 

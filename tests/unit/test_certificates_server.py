@@ -13,18 +13,18 @@ from types import SimpleNamespace
 import paramiko
 import pytest
 
-from sshserver.access import AccessSnapshot, AccessStore, Allow, Grant, Identity
-from sshserver.audit import AuditTrail
-from sshserver.connection import Connection
-from sshserver.gateway import Gateway
-from sshserver.keys import parse_public_key
-from sshserver.labelselector import LabelSelector
-from sshserver.metrics import Metrics
-from sshserver.revocation import RevokedKeysFile
-from sshserver.server import GatewayServer
-from sshserver.session import Session
-from sshserver.settings import GatewaySettings
-from sshserver.throttle import FailureThrottle
+from sshserver.config.settings import GatewaySettings
+from sshserver.gateway.core import Gateway
+from sshserver.grants.access import AccessSnapshot, AccessStore, Allow, Grant, Identity
+from sshserver.grants.keys import parse_public_key
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.grants.revocation import RevokedKeysFile
+from sshserver.observability.audit import AuditTrail
+from sshserver.observability.metrics import Metrics
+from sshserver.sessions.execsession import Session
+from sshserver.ssh.connection import Connection
+from sshserver.ssh.hooks import GatewayServer
+from sshserver.ssh.throttle import FailureThrottle
 from tests.support.sshkeygen import krl, make_key, sign
 
 
@@ -157,7 +157,7 @@ def test_force_command_replaces_shell_and_exec_and_refuses_sftp(d: Path) -> None
         assert (s.kind, s.command, s.requested_command) == ("exec", "uptime", command)
     sftp = Session(gw, conn, chan, "sftp", None, conn.channel_requests(0))  # type: ignore[arg-type]
     assert sftp.kind == "sftp" and sftp.sftp_forbidden
-    from sshserver.bridge import SessionRefused
+    from sshserver.sessions.lifecycle import SessionRefused
     with pytest.raises(SessionRefused, match="force-command"):
         sftp._prepare()
     # Without force-command, nothing changes.

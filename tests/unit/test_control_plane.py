@@ -18,9 +18,9 @@ from kubernetes.client.exceptions import ApiException
 from sshoperator.inventory import Inventory
 from sshoperator.writer import ClusterWriter, ObjectEvent, StatusPatch
 
-from sshserver.access import AccessSnapshot, AccessStore, Identity, grant_from_object
-from sshserver.enforcer import judge
-from sshserver.resolver import ResolvedTarget
+from sshserver.gateway.enforcer import judge
+from sshserver.grants.access import AccessSnapshot, AccessStore, Identity, grant_from_object
+from sshserver.kube.resolver import ResolvedTarget
 
 
 def wait_for(check: Any, timeout: float = 5.0) -> None:

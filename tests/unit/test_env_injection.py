@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from sshserver.access import Grant
-from sshserver.connection import Connection
-from sshserver.envnames import valid_env_name
-from sshserver.labelselector import LabelSelector
-from sshserver.server import GatewayServer
-from sshserver.session import build_command
-from sshserver.settings import GatewaySettings
+from sshserver.config.settings import GatewaySettings
+from sshserver.grants.access import Grant
+from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.sessions.execsession import build_command
+from sshserver.ssh.connection import Connection
+from sshserver.ssh.hooks import GatewayServer
 
 ATTACK = "LC_X;touch pwned;echo${IFS}X;exit;LC_Y=2"  # what `ssh -o SetEnv=…` sends verbatim
 HOSTILE_NAMES = [ATTACK, "LC_A\n", "LC_$(touch pwned)", "LC_`touch pwned`", "LC_A B", "LC_A=B", "", "1LC",

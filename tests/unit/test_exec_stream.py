@@ -14,10 +14,10 @@ import pytest
 from aiohttp import WSMsgType, web
 from kubernetes.client import Configuration
 
-from sshserver.execstream import STATUS, STDOUT, V4, V5, ExecRequest, ExecStream
-from sshserver.exitstatus import parse_status
-from sshserver.kube import KubeClient
-from sshserver.wsdial import MAX_MESSAGE
+from sshserver.kube.client import KubeClient
+from sshserver.kube.execstream import STATUS, STDOUT, V4, V5, ExecRequest, ExecStream
+from sshserver.kube.exitstatus import parse_status
+from sshserver.kube.wsdial import MAX_MESSAGE
 
 
 @dataclass
@@ -143,7 +143,7 @@ def test_tty_size_is_sent_before_anything_else(double: ExecDouble) -> None:
 def test_masked_frames_decode_like_any_websocket_frame() -> None:
     from websocket import ABNF
 
-    from sshserver.wsdial import masked_binary_frame
+    from sshserver.kube.wsdial import masked_binary_frame
 
     for payload in (b"", b"x" * 124, b"y" * 125, b"z" * 70000, bytes(range(256)) * 100):
         frame = masked_binary_frame(4, payload)

@@ -8,8 +8,8 @@ import subprocess
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshserver.exittrailer import TrailerFilter, new_token
-from sshserver.session import build_command
+from sshserver.sessions.execsession import build_command
+from sshserver.sessions.exittrailer import TrailerFilter, new_token
 from tests.fuzz.settings import FUZZ
 
 TOKEN = new_token()

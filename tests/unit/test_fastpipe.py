@@ -5,7 +5,7 @@ import threading
 import pytest
 from paramiko.buffered_pipe import PipeTimeout
 
-from sshserver.fastpipe import ChunkPipe
+from sshserver.ssh.internals.fastpipe import ChunkPipe
 
 
 def test_reads_come_back_in_order_in_any_size() -> None:
@@ -41,7 +41,7 @@ def test_tiny_packets_do_not_cost_many_times_their_size() -> None:
     800 KB) must cost about what it sent, and read back byte-exact."""
     import tracemalloc
 
-    from sshserver.fastpipe import ChunkPipe
+    from sshserver.ssh.internals.fastpipe import ChunkPipe
 
     pipe = ChunkPipe()
     sent = [bytes([i % 251, (i * 7) % 251]) for i in range(200_000)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from sshserver.keepalive import ApiKeepalive
+from sshserver.kube.keepalive import ApiKeepalive
 
 
 @dataclass
@@ -66,7 +66,7 @@ def test_off_when_either_bound_is_zero() -> None:
 
 def test_a_ping_never_waits_for_a_busy_stream() -> None:
     """ChannelStream.ping gives up at once when a stdin write holds the send lock."""
-    from sshserver.wsdial import ChannelStream
+    from sshserver.kube.wsdial import ChannelStream
 
     class Ws:
         lock = threading.Lock()

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import paramiko
 import pytest
 
-from sshserver.admission import Admission, Limits, Startups
-from sshserver.bridge import Bridge
-from sshserver.throttle import FailureThrottle
+from sshserver.sessions.lifecycle import Bridge
+from sshserver.ssh.admission import Admission, Limits, Startups
+from sshserver.ssh.throttle import FailureThrottle
 from tests.support.inproc import client, grant_object, running_gateway
 
 KEY = paramiko.ECDSAKey.generate()
@@ -336,7 +336,7 @@ def test_default_limits_let_twenty_parallel_logins_from_one_address_through() ->
 
 def test_repeated_refused_requests_keep_one_notice() -> None:
     """200,000 x11-req on one channel once kept 200,000 notices (review finding)."""
-    from sshserver.connection import ChannelRequests
+    from sshserver.ssh.connection import ChannelRequests
 
     reqs = ChannelRequests()
     for _ in range(10_000):

@@ -1,4 +1,4 @@
-"""The fixes in sshserver/paramiko_patches.py: linear integer decoding identical to paramiko's own,
+"""The fixes in sshserver/ssh/internals/patches.py: linear integer decoding identical to paramiko's own,
 crafted key blobs refused before paramiko parses them, and receive windows enforced."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paramiko.common import cMSG_USERAUTH_REQUEST
 
-from sshserver import paramiko_patches
-from sshserver.paramiko_patches import MalformedKeyBlob, check_key_blob, deflate_long, inflate_long
+from sshserver.ssh.internals import patches as paramiko_patches
+from sshserver.ssh.internals.patches import MalformedKeyBlob, check_key_blob, deflate_long, inflate_long
 from tests.fuzz.settings import FUZZ
 from tests.support.inproc import client, grant_object, running_gateway
 

@@ -6,11 +6,11 @@ import subprocess
 
 import pytest
 
-from sshserver.access import Grant
-from sshserver.exitstatus import parse_status
-from sshserver.labelselector import LabelSelector
-from sshserver.session import build_command
-from sshserver.throttle import FailureThrottle
+from sshserver.grants.access import Grant
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.kube.exitstatus import parse_status
+from sshserver.sessions.execsession import build_command
+from sshserver.ssh.throttle import FailureThrottle
 
 
 def status(**fields: object) -> bytes:

@@ -10,7 +10,7 @@ import time
 import paramiko
 import pytest
 
-from sshserver.proxyprotocol import (
+from sshserver.ssh.proxyprotocol import (
     V2_SIGNATURE,
     ProxyHeaderError,
     TrustedProxies,

@@ -4,10 +4,10 @@ import io
 import json
 from pathlib import Path
 
-from sshserver.audit import AuditTrail
-from sshserver.recording import Recording
-from sshserver.session import missing_tool_hint
-from sshserver.sftp_local import parse_stat_line
+from sshserver.observability.audit import AuditTrail
+from sshserver.observability.recording import Recording
+from sshserver.sessions.execsession import missing_tool_hint
+from sshserver.sessions.sftpgateway import parse_stat_line
 
 
 def test_recording_is_valid_asciicast_and_splits_utf8_safely(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-from sshserver.session import Session
+from sshserver.sessions.execsession import Session
 
 
 class StuckStream:

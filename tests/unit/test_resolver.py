@@ -20,10 +20,10 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from sshserver.access import Grant
-from sshserver.labelselector import LabelSelector
-from sshserver.resolver import PodResolver
-from sshserver.target import TargetError, parse_target
+from sshserver.grants.access import Grant
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.grants.target import TargetError, parse_target
+from sshserver.kube.resolver import PodResolver
 
 
 def pod(name: str, labels: dict[str, str], phase: str = "Running",

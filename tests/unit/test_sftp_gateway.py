@@ -18,9 +18,9 @@ import paramiko
 import pytest
 from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_OPENDIR, CMD_READ, CMD_WRITE, SFTP_OK, SFTP_OP_UNSUPPORTED
 
-from sshserver.exitstatus import ExitStatus
-from sshserver.podexec import Result
-from sshserver.sftp_local import (
+from sshserver.kube.exitstatus import ExitStatus
+from sshserver.kube.podrunner import Result
+from sshserver.sessions.sftpgateway import (
     MAX_FOLDERS,
     MAX_HANDLES,
     MAX_READ,
@@ -274,7 +274,7 @@ def test_a_tool_the_sessions_user_owns_is_refused_even_read_only(shell: str) -> 
 def test_a_listing_keeps_a_bounded_number_of_entries(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """Parsed entries cost ~14x their bytes: a huge directory (or a pod forging stat output)
     must not make one listing hold hundreds of MiB."""
-    import sshserver.sftp_local as sftp_local
+    import sshserver.sessions.sftpgateway as sftp_local
 
     monkeypatch.setattr(sftp_local, "MAX_LISTING_ENTRIES", 5)
     for i in range(12):

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from sshserver.audit import AuditTrail
-from sshserver.exitstatus import TRANSPORT_ERROR, parse_status
+from sshserver.kube.exitstatus import TRANSPORT_ERROR, parse_status
+from sshserver.observability.audit import AuditTrail
 
 FAILURE = {"status": "Failure", "reason": "NonZeroExitCode", "message": "command terminated with non-zero exit code"}
 
@@ -53,7 +53,7 @@ def test_operational_log_lines_stay_whole_with_unicode_line_ends() -> None:
     """Client text (a version line, a subsystem name) reaches the operational log too."""
     import logging
 
-    from sshserver.logevents import JsonFormatter
+    from sshserver.observability.logevents import JsonFormatter
 
     record = logging.LogRecord("podssh.gateway", logging.INFO, __file__, 1, "handshake_failed", None, None)
     record.fields = {"error": "Incompatible version (1.5\u2028{\"event\": \"forged\"}\u0085)"}  # type: ignore[attr-defined]

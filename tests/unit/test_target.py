@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sshserver.target import Target, TargetError, parse_target
+from sshserver.grants.target import Target, TargetError, parse_target
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -8,10 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from sshserver import hangup
-from sshserver.access import Grant
-from sshserver.labelselector import LabelSelector
-from sshserver.session import build_command
+from sshserver.grants.access import Grant
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.sessions import hangup
+from sshserver.sessions.execsession import build_command
 
 
 def _planted(directory: Path, name: str) -> Path:

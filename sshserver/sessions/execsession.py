@@ -17,26 +17,26 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from . import hangup
-from .access import Grant
-from .bridge import Bridge, SessionEnd, SessionRefused
-from .connection import ChannelRequests, Connection
-from .envnames import valid_env_name
-from .execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
-from .exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
-from .exittrailer import TrailerFilter
-from .exittrailer import new_token as new_trailer_token
-from .kube import ApiError
-from .logevents import event
-from .podexec import PodRunner
-from .recording import Recording
-from .sftp_local import SHELL, GatewaySFTPServer, PodFileSystem, Tools
-from .sftp_local import probe as sftp_probe
-from .target import TargetError, parse_target
-from .trusted import TRUSTED_FUNCTIONS, first_trusted
+from sshserver.grants.access import Grant
+from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.target import TargetError, parse_target
+from sshserver.kube.client import ApiError
+from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
+from sshserver.kube.exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
+from sshserver.kube.podrunner import PodRunner
+from sshserver.observability.logevents import event
+from sshserver.observability.recording import Recording
+from sshserver.sessions import hangup
+from sshserver.sessions.exittrailer import TrailerFilter
+from sshserver.sessions.exittrailer import new_token as new_trailer_token
+from sshserver.sessions.lifecycle import Bridge, SessionEnd, SessionRefused
+from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
+from sshserver.sessions.sftpgateway import probe as sftp_probe
+from sshserver.sessions.trusted import TRUSTED_FUNCTIONS, first_trusted
+from sshserver.ssh.connection import ChannelRequests, Connection
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from sshserver.gateway.core import Gateway
 
 log = logging.getLogger("podssh.session")
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from .access import Grant
-from .kube import TRANSPORT_ERRORS, ApiError, KubeClient, http_reason, unreachable
-from .labelselector import LabelSelector
-from .target import Target, TargetError
+from sshserver.grants.access import Grant
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.grants.target import Target, TargetError
+from sshserver.kube.client import TRANSPORT_ERRORS, ApiError, KubeClient, http_reason, unreachable
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 

@@ -20,16 +20,16 @@ from paramiko import (
     OPEN_SUCCEEDED,
 )
 
-from .access import Identity
-from .certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
-from .connection import Connection, PtyRequest
-from .envnames import valid_env_name
-from .forward import LOCAL_NAMES
-from .keys import fingerprint
-from .logevents import event
+from sshserver.grants.access import Identity
+from sshserver.grants.certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
+from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.keys import fingerprint
+from sshserver.observability.logevents import event
+from sshserver.sessions.forward import LOCAL_NAMES
+from sshserver.ssh.connection import Connection, PtyRequest
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from sshserver.gateway.core import Gateway
 
 log = logging.getLogger("podssh.auth")
 

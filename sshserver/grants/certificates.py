@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
-from .keys import CERT_SUFFIX, blob_type, fingerprint
+from sshserver.grants.keys import CERT_SUFFIX, blob_type, fingerprint
 
 FOREVER = 2**64 - 1
 MIN_RSA_BITS = 2048

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from .access import Grant
-from .bridge import Bridge, SessionEnd, SessionRefused
-from .connection import Connection
-from .exitstatus import TRANSPORT_ERROR
-from .kube import ApiError
-from .logevents import event
-from .portforward import DATA, ERROR, PortForwardStream
-from .target import TargetError, parse_target
+from sshserver.grants.access import Grant
+from sshserver.grants.target import TargetError, parse_target
+from sshserver.kube.client import ApiError
+from sshserver.kube.exitstatus import TRANSPORT_ERROR
+from sshserver.kube.portforwardstream import DATA, ERROR, PortForwardStream
+from sshserver.observability.logevents import event
+from sshserver.sessions.lifecycle import Bridge, SessionEnd, SessionRefused
+from sshserver.ssh.connection import Connection
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from sshserver.gateway.core import Gateway
 
 log = logging.getLogger("podssh.forward")
 

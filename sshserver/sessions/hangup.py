@@ -20,10 +20,10 @@ import logging
 import secrets
 import threading
 
-from .execstream import ExecError
-from .logevents import event
-from .podexec import PodRunner
-from .trusted import TRUSTED_FUNCTIONS, first_trusted
+from sshserver.kube.execstream import ExecError
+from sshserver.kube.podrunner import PodRunner
+from sshserver.observability.logevents import event
+from sshserver.sessions.trusted import TRUSTED_FUNCTIONS, first_trusted
 
 log = logging.getLogger("podssh.hangup")
 

@@ -23,9 +23,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .certificates import UserCertificate
-from .keys import blob_type
-from .logevents import event
+from sshserver.grants.certificates import UserCertificate
+from sshserver.grants.keys import blob_type
+from sshserver.observability.logevents import event
 
 log = logging.getLogger("podssh.revocation")
 

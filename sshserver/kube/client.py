@@ -20,7 +20,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client import Configuration
 
-from .logevents import event
+from sshserver.observability.logevents import event
 
 T = TypeVar("T")
 

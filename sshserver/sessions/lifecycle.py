@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from .access import Grant
-from .connection import Connection
-from .exitstatus import TRANSPORT_ERROR
-from .keepalive import Pingable
-from .kube import Impersonation
-from .observer import SessionRecord
-from .resolver import ResolvedTarget
+from sshserver.grants.access import Grant
+from sshserver.kube.client import Impersonation
+from sshserver.kube.exitstatus import TRANSPORT_ERROR
+from sshserver.kube.keepalive import Pingable
+from sshserver.kube.resolver import ResolvedTarget
+from sshserver.observability.observer import SessionRecord
+from sshserver.ssh.connection import Connection
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from sshserver.gateway.core import Gateway
 
 log = logging.getLogger("podssh.session")
 

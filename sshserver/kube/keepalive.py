@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .logevents import event
+from sshserver.observability.logevents import event
 
 log = logging.getLogger("podssh.keepalive")
 

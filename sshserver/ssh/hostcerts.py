@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
-from .keys import CERT_SUFFIX
+from sshserver.grants.keys import CERT_SUFFIX
 
 CA_PUBLIC_KEY = "host_ca.pub"  # the Secret's entry for the CA's public key, for `known-hosts --ca`
 MAX_VALIDITY = 10 * 366 * 86400

@@ -18,8 +18,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from .hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, load_host_certificate
-from .logevents import event
+from sshserver.observability.logevents import event
+from sshserver.ssh.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, load_host_certificate
 
 log = logging.getLogger("podssh.hostkeys")
 

@@ -14,25 +14,26 @@ from typing import Any
 
 import paramiko
 
-from . import eow, fastpipe, paramiko_patches
-from .access import AccessStore, Grant, Identity
-from .admission import Admission, Limits, Startups
-from .audit import AuditTrail
-from .bridge import Bridge, SessionEnd
-from .connection import ChannelRequests, Connection
-from .enforcer import Enforcer
-from .forward import ForwardSession
-from .keepalive import ApiKeepalive
-from .kube import KubeClient
-from .logevents import event
-from .metrics import Metrics
-from .observer import SessionObserver, SessionOutcome
-from .proxyprotocol import ProxyHeaderError, TrustedProxies, format_peer, read_header
-from .resolver import PodResolver
-from .server import GatewayServer
-from .session import Session
-from .settings import GatewaySettings
-from .throttle import FailureThrottle
+from sshserver.config.settings import GatewaySettings
+from sshserver.gateway.enforcer import Enforcer
+from sshserver.grants.access import AccessStore, Grant, Identity
+from sshserver.kube.client import KubeClient
+from sshserver.kube.keepalive import ApiKeepalive
+from sshserver.kube.resolver import PodResolver
+from sshserver.observability.audit import AuditTrail
+from sshserver.observability.logevents import event
+from sshserver.observability.metrics import Metrics
+from sshserver.observability.observer import SessionObserver, SessionOutcome
+from sshserver.sessions.execsession import Session
+from sshserver.sessions.forward import ForwardSession
+from sshserver.sessions.lifecycle import Bridge, SessionEnd
+from sshserver.ssh.admission import Admission, Limits, Startups
+from sshserver.ssh.connection import ChannelRequests, Connection
+from sshserver.ssh.hooks import GatewayServer
+from sshserver.ssh.internals import eow, fastpipe
+from sshserver.ssh.internals import patches as paramiko_patches
+from sshserver.ssh.proxyprotocol import ProxyHeaderError, TrustedProxies, format_peer, read_header
+from sshserver.ssh.throttle import FailureThrottle
 
 log = logging.getLogger("podssh.gateway")
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import websocket
 
-from .kube import Impersonation, KubeClient
-from .logevents import event
-from .wsdial import ChannelStream, StreamError, dial
+from sshserver.kube.client import Impersonation, KubeClient
+from sshserver.kube.wsdial import ChannelStream, StreamError, dial
+from sshserver.observability.logevents import event
 
 ExecError = StreamError  # the name the session code uses
 

@@ -9,9 +9,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from .execstream import STATUS, STDERR, STDOUT, ExecRequest, ExecStream
-from .exitstatus import ExitStatus, parse_status
-from .kube import KubeClient
+from sshserver.kube.client import KubeClient
+from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecRequest, ExecStream
+from sshserver.kube.exitstatus import ExitStatus, parse_status
 
 OUTPUT_LIMIT = 16 * 1024 * 1024
 

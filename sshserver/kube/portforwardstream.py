@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .kube import Impersonation, KubeClient
-from .wsdial import ChannelStream, dial
+from sshserver.kube.client import Impersonation, KubeClient
+from sshserver.kube.wsdial import ChannelStream, dial
 
 PROTOCOL = "v4.channel.k8s.io"
 DATA, ERROR = 0, 1

@@ -29,9 +29,9 @@ from typing import Any
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
-from .logevents import event
-from .podexec import PodRunner, Result, StreamReader, StreamWriter
-from .trusted import TRUSTED_FUNCTIONS
+from sshserver.kube.podrunner import PodRunner, Result, StreamReader, StreamWriter
+from sshserver.observability.logevents import event
+from sshserver.sessions.trusted import TRUSTED_FUNCTIONS
 
 STAT_FORMAT = "%f %s %u %g %X %Y %n"  # raw mode (hex), size, uid, gid, atime, mtime, name
 

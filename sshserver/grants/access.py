@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from .certificates import UserCertificate
-from .durations import parse_duration, parse_time
-from .envnames import valid_env_name
-from .keys import InvalidKeyError, PublicKey, parse_public_key
-from .labelselector import LabelSelector
-from .logevents import event
+from sshserver.grants.certificates import UserCertificate
+from sshserver.grants.durations import parse_duration, parse_time
+from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.keys import InvalidKeyError, PublicKey, parse_public_key
+from sshserver.grants.labelselector import LabelSelector
+from sshserver.observability.logevents import event
 
 DEFAULT_ENV = frozenset({"TERM", "LANG"})
 

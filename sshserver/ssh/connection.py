@@ -7,12 +7,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .access import Grant, Identity
+from sshserver.grants.access import Grant, Identity
 
 if TYPE_CHECKING:
     import paramiko
 
-    from .bridge import Bridge
+    from sshserver.sessions.lifecycle import Bridge
 
 _ids = itertools.count(1)
 

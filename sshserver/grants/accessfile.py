@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from .access import AccessSnapshot, object_ref, parse_objects, snapshot_of
-from .logevents import event
+from sshserver.grants.access import AccessSnapshot, object_ref, parse_objects, snapshot_of
+from sshserver.observability.logevents import event
 
 log = logging.getLogger("podssh.access")
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .access import AccessSnapshot, Grant
-from .logevents import event
+from sshserver.grants.access import AccessSnapshot, Grant
+from sshserver.observability.logevents import event
 
 if TYPE_CHECKING:
-    from .bridge import Bridge as Session
-    from .gateway import Gateway
+    from sshserver.gateway.core import Gateway
+    from sshserver.sessions.lifecycle import Bridge as Session
 
 log = logging.getLogger("podssh.enforcer")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import websocket
 
-from .kube import ApiError, Impersonation, KubeClient, http_reason, unreachable
+from sshserver.kube.client import ApiError, Impersonation, KubeClient, http_reason, unreachable
 
 
 class StreamError(ApiError):
