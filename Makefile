@@ -21,13 +21,16 @@ venv: $(STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check sshserver operator tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # Everything: lint, fast tests, and the end-to-end tests on the real local cluster
 # (brought up by the test session when it is not running yet).
 test: venv
 	hack/test
 
+# The unit and fuzz tests only (no cluster), and the import contract: under a minute.
 test-fast: venv
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests -m 'not cluster and not teardown'
 
 # The fuzz harnesses of tests/fuzz at length (`make test` runs each a few hundred times):

@@ -1,4 +1,36 @@
-"""Accepts TCP connections, runs one SSH transport per connection, tracks live sessions."""
+"""The gateway core: accepts TCP connections, supervises each one, and owns shutdown.
+
+Thread map (every thread of a gateway process, what it owns, how work is handed over):
+
+- **accept** (`serve_forever`): the listening socket. Admits or refuses each connection
+  (ssh/admission.py) and starts its supervisor thread; never blocks on a client.
+- **conn-ADDR**, one per connection (`_handle`, the supervisor): the socket and the Connection's
+  channel table (ssh/connection.py). Reads a PROXY header, waits for the key exchange, enforces
+  the login grace time, accepts channels (starting ForwardSessions for `ssh -L`), forgets closed
+  channels, and at the end terminates the connection's sessions and closes the Transport.
+- **paramiko Transport**, one per connection: the SSH protocol. Calls the ServerInterface hooks
+  (ssh/hooks.py), which record requests in the Connection and start ExecSessions through
+  `start_session`; they never wait on the network.
+- **session** threads (`shell-C-N`, `exec-C-N`, `sftp-C-N`, `forward-C-N`): each owns its session
+  (sessions/lifecycle.py): resolves the pod, claims a grant from the registry, opens the
+  stream, copies pod → client, and ends itself. A second thread per session (`stdin-…`,
+  `forward-in-…`) copies client → pod.
+- **control-N** (a pool of 4): small writes other threads must not block on: terminal resizes
+  (asked by the Transport thread) and notices (asked by the enforcer).
+- **enforcer** (gateway/enforcer.py): reads the snapshot and the registry; never writes a
+  session: it asks the registry to rebind a session to another grant (counted against its
+  maxSessions) and asks a session to end (`terminate` aborts its stream) or to warn (`notify`).
+- **api-keepalive** (kube/keepalive.py): pings the open API streams; tells a session whose
+  stream went silent to end.
+- **kopf** (its own event loop), **resync** and **status-writer** (operator/): build new
+  AccessSnapshots and swap them into the AccessStore (one assignment), write status and Events.
+  The gateway only reads `store.current`; a swap wakes the enforcer.
+- **monitoring** (observability/monitoring.py): /metrics, /healthz, /readyz.
+
+Shared state has one owner each: the registry owns the set of live sessions and their grant
+bindings (one lock); a Connection owns its channel table (its lock); the AccessStore owns the
+snapshot (replaced whole, read without a lock).
+"""
 
 from __future__ import annotations
 
@@ -7,43 +39,46 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any
 
 import paramiko
 
 from sshserver.config.settings import GatewaySettings
 from sshserver.gateway.enforcer import Enforcer
-from sshserver.grants.access import AccessStore, Grant, Identity
+from sshserver.gateway.registry import SessionRegistry
+from sshserver.grants.access import AccessStore, Identity, SessionKind
 from sshserver.kube.client import KubeClient
 from sshserver.kube.keepalive import ApiKeepalive
 from sshserver.kube.resolver import PodResolver
 from sshserver.observability.audit import AuditTrail
 from sshserver.observability.logevents import event
 from sshserver.observability.metrics import Metrics
-from sshserver.observability.observer import SessionObserver, SessionOutcome
-from sshserver.sessions.execsession import Session
+from sshserver.observability.observer import EndReason, SessionObserver
+from sshserver.sessions.execsession import ExecSession
 from sshserver.sessions.forward import ForwardSession
-from sshserver.sessions.lifecycle import Bridge, SessionEnd
+from sshserver.sessions.lifecycle import Session
+from sshserver.sessions.services import SessionServices
 from sshserver.ssh.admission import Admission, Limits, Startups
-from sshserver.ssh.connection import ChannelRequests, Connection
+from sshserver.ssh.connection import Connection
 from sshserver.ssh.hooks import GatewayServer
-from sshserver.ssh.internals import eow, fastpipe
-from sshserver.ssh.internals import patches as paramiko_patches
+from sshserver.ssh.internals import eow, fastpipe, patches
+from sshserver.ssh.internals import transport as transports
 from sshserver.ssh.proxyprotocol import ProxyHeaderError, TrustedProxies, format_peer, read_header
 from sshserver.ssh.throttle import FailureThrottle
 
 log = logging.getLogger("podssh.gateway")
 
-paramiko_patches.install()  # before any Transport exists: see the module
+patches.install()  # before any Transport exists: see the module
 
 SUPERVISE_INTERVAL = 0.25
 IDLE_SUPERVISE_INTERVAL = 1.0
 
 
 class Gateway:
+    """One gateway: the SSH listener, its connections, sessions and enforcement. Implements the
+    hooks' HookServices; sessions see only the SessionServices it builds."""
+
     def __init__(self, settings: GatewaySettings, store: AccessStore, kube: KubeClient,
                  host_keys: Sequence[paramiko.PKey], metrics: Metrics | None = None,
                  audit: AuditTrail | None = None) -> None:
@@ -53,12 +88,10 @@ class Gateway:
         self.kube = kube
         self.metrics = metrics or Metrics()
         self.metrics.track_snapshot(lambda: self.store.current.built_at, lambda: len(self.store.current.grants))
-        self.resolver = PodResolver(kube, on_api_error=self.api_error)
         self.throttle = FailureThrottle(settings.failure_delay_base, settings.failure_delay_cap)
         self._host_keys = list(host_keys)
         self._control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
-        self._lock = threading.Lock()
-        self._sessions: set[Bridge] = set()
+        self._lock = threading.Lock()  # _connections and _refusals
         self._connections: set[Connection] = set()
         self.admission = Admission(Limits(
             startups=Startups(min(settings.startups_start, settings.max_unauthenticated), settings.startups_rate,
@@ -72,11 +105,27 @@ class Gateway:
         self._closing = threading.Event()  # drain is over: close what is left
         self._sock: socket.socket | None = None
         self.address: tuple[str, int] | None = None
-        self.observers: list[SessionObserver] = []
         self.keepalive = ApiKeepalive(settings.api_keepalive, settings.api_keepalive_timeout)
-        self.enforcer = Enforcer(self)
+        self.registry = SessionRegistry(self.metrics)
+        self.services = SessionServices(
+            settings=settings, store=store, kube=kube,
+            resolver=PodResolver(kube, on_api_error=self._api_error), keepalive=self.keepalive,
+            audit=self.audit, metrics=self.metrics, registry=self.registry, control=self._control.submit)
+        self.enforcer = Enforcer(self.registry, store, self.services.revoked)
         store.subscribe(self.enforcer.snapshot_changed)
         self.enforcer.start()
+
+    @property
+    def observers(self) -> list[SessionObserver]:
+        """Told of every session's start and end (the operator's Events); add before serving."""
+        return self.registry.observers
+
+    def _api_error(self, reason: str) -> None:
+        self.metrics.api_errors.labels(reason).inc()
+
+    def revoked(self, identity: Identity) -> str | None:
+        """Why --revoked-keys refuses this key or certificate now, or None (HookServices)."""
+        return self.services.revoked(identity)
 
     # --- listening --------------------------------------------------------------------------
 
@@ -145,23 +194,6 @@ class Gateway:
 
     # --- one connection ---------------------------------------------------------------------
 
-    def _transport(self, client: socket.socket) -> paramiko.Transport:
-        s = self.settings
-        t = paramiko.Transport(client, default_window_size=s.initial_window_size,
-                               default_max_packet_size=s.max_packet_size)
-        t.local_version = s.version
-        opts = t.get_security_options()
-        opts.ciphers = tuple(c for c in s.ciphers if c in paramiko.Transport._preferred_ciphers)
-        for key in self._host_keys:
-            t.add_server_key(key)
-        certs = tuple(k.get_name() for k in self._host_keys if k.get_name().endswith("-cert-v01@openssh.com"))
-        if certs:  # host certificates (hostcerts.py): paramiko offers only the types listed here
-            opts.key_types = certs + tuple(paramiko.Transport._preferred_keys)
-        t.banner_timeout = min(s.version_timeout, s.login_grace_time)
-        t.handshake_timeout = s.login_grace_time
-        t.auth_timeout = s.login_grace_time
-        return t
-
     def _proxied_peer(self, client: socket.socket, proxy: str) -> str | None:
         """The client address from the PROXY header of a trusted proxy's connection; None (logged)
         when the header is missing, malformed or late. Runs in the connection's thread."""
@@ -193,10 +225,11 @@ class Gateway:
         try:
             client.settimeout(None)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = self._transport(client)
+            transport = transports.build(client, self.settings, self._host_keys)
             conn.transport = transport
             eow.install(transport, lambda channel: self._client_stopped_reading(conn, channel))
-            self._note_login_at_once(transport, conn)
+            # Counted (per-key cap, audit) before anything the client sends under the login.
+            transports.on_login(transport, lambda: self.note_authenticated(conn))
             handshake = threading.Event()
             try:
                 transport.start_server(event=handshake, server=GatewayServer(self, conn))
@@ -225,13 +258,11 @@ class Gateway:
                 wait = SUPERVISE_INTERVAL if not conn.authenticated.is_set() else IDLE_SUPERVISE_INTERVAL
                 chan = transport.accept(timeout=wait)
                 if chan is not None:
-                    with conn.lock:
-                        conn.channels.add(chan)
-                        forward = conn.requests.get(chan.get_id(), ChannelRequests()).forward
-                    if forward is not None and not self._start_bridge(
-                            conn, ForwardSession(self, conn, chan, forward[1])):
+                    forward = conn.hold(chan).forward
+                    if forward is not None and not self._start(
+                            conn, ForwardSession(self.services, conn, chan, forward[1])):
                         chan.close()
-                self._forget_closed(conn)
+                conn.forget_closed()
             if self._closing.is_set():
                 reason = "shutdown"
         except Exception:
@@ -245,17 +276,6 @@ class Gateway:
             # connect again at once.
             self.admission.released(conn.source, conn.counted_identity, conn.authenticated.is_set())
             self._close_connection(conn, transport, client, reason)
-
-    def _note_login_at_once(self, transport: paramiko.Transport, conn: Connection) -> None:
-        """Counts the login (per-key cap, audit) in the Transport thread right after paramiko sent
-        USERAUTH_SUCCESS, before it reads anything the client sends under it."""
-        trigger = transport._auth_trigger
-
-        def authenticated() -> None:
-            self.note_authenticated(conn)
-            trigger()
-
-        transport._auth_trigger = authenticated  # type: ignore[method-assign]
 
     def _await_handshake(self, conn: Connection, transport: paramiko.Transport, done: threading.Event,
                          accepted: float) -> str | None:
@@ -313,33 +333,23 @@ class Gateway:
 
     @staticmethod
     def _client_stopped_reading(conn: Connection, channel: paramiko.Channel) -> None:
-        with conn.lock:
-            bridge = conn.sessions.get(channel.get_id())
-        if isinstance(bridge, Session):
-            bridge.stop_output()
-
-    @staticmethod
-    def _forget_closed(conn: Connection) -> None:
-        with conn.lock:
-            closed = {c for c in conn.channels if c.closed and c.get_id() not in conn.sessions}
-            conn.channels -= closed
-            for c in closed:
-                conn.requests.pop(c.get_id(), None)
+        """eow@openssh.com (Transport thread): the session stops its output."""
+        session = conn.session_on(channel.get_id())
+        if session is not None:
+            session.stop_output()
 
     def _close_connection(self, conn: Connection, transport: paramiko.Transport | None,
                           client: socket.socket, reason: str) -> None:
-        with conn.lock:
-            sessions = list(conn.sessions.values())
+        sessions = conn.sessions()
         for s in sessions:
-            s.terminate("client" if reason == "client" else reason)
+            s.terminate(EndReason.CLIENT if reason == "client" else
+                        EndReason.SHUTDOWN if reason == "shutdown" else EndReason.ERROR)
         for s in sessions:
             s.join(2)
         if transport is not None:
             transport.close()
         client.close()
-        with conn.lock:
-            conn.channels.clear()
-            conn.requests.clear()
+        conn.forget_all()
         with self._lock:
             self._connections.discard(conn)
         self.metrics.connections.dec()
@@ -347,109 +357,38 @@ class Gateway:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def start_session(self, conn: Connection, channel: paramiko.Channel, kind: str,
+    def start_session(self, conn: Connection, channel: paramiko.Channel, kind: SessionKind,
                       command: str | None) -> bool:
-        chanid = channel.get_id()
+        """Starts a shell/exec/sftp session (HookServices; Transport thread, never blocks)."""
         fastpipe.install(channel)  # in the Transport thread: before any stdin reaches the channel
-        with conn.lock:
-            if chanid in conn.sessions or self._stopping.is_set():
-                return False
-            requests = conn.requests.setdefault(chanid, ChannelRequests())
-            session = Session(self, conn, channel, kind, command, requests)
-        return self._start_bridge(conn, session)
+        if self._stopping.is_set():
+            return False
+        state = conn.channel_state(channel.get_id())
+        return self._start(conn, ExecSession(self.services, conn, channel, kind, command, state))
 
-    def _start_bridge(self, conn: Connection, bridge: Bridge) -> bool:
-        chanid = bridge.channel.get_id()
-        with conn.lock:
-            conn.sessions[chanid] = bridge
-            conn.channels.add(bridge.channel)
-        with self._lock:
-            self._sessions.add(bridge)
+    def _start(self, conn: Connection, session: Session) -> bool:
+        """Binds the session to its channel and starts its thread; False refuses the channel
+        request (one session per channel, or no thread to be had)."""
+        if not conn.attach(session.channel, session):
+            return False
+        self.registry.add(session)
         try:
-            bridge.start()
+            session.start()
         except RuntimeError as exc:  # "can't start new thread": refuse this channel, keep the rest
-            with conn.lock:
-                conn.sessions.pop(chanid, None)
-            with self._lock:
-                self._sessions.discard(bridge)
+            conn.forget(session.channel.get_id())
+            self.registry.discard(session)
             event(log, "session_refused", logging.WARNING, conn=conn.id, reason=f"no thread: {exc}"[:200])
             return False
-        # Only a channel that runs something gets the full window (see paramiko_patches.grow_window).
-        paramiko_patches.grow_window(bridge.channel, self.settings.window_size)
+        # Only a channel that runs something gets the full window (see patches.grow_window).
+        patches.grow_window(session.channel, self.settings.window_size)
         return True
-
-    def claim_grant(self, session: Bridge, candidates: Sequence[Grant]) -> Grant | None:
-        """Binds the session to the first grant under its maxSessions; atomic across sessions."""
-        with self._lock:
-            for grant in candidates:
-                limit = grant.limits.max_sessions
-                used = sum(1 for s in self._sessions if s.grant is not None and s.grant.uid == grant.uid)
-                if limit is None or used < limit:
-                    session.grant = grant
-                    return grant
-        return None
-
-    def api_error(self, reason: str) -> None:
-        self.metrics.api_errors.labels(reason).inc()
-
-    def observe_start(self, session: Bridge) -> None:
-        self.metrics.sessions_active.labels(session.kind).inc()
-        record = session.record()
-        if record is None:
-            return
-        for observer in self.observers:
-            try:
-                observer.session_started(record)
-            except Exception:
-                log.exception("observer_failed")
-
-    def session_ended(self, session: Bridge, end: SessionEnd) -> None:
-        conn = session.conn
-        with conn.lock:
-            conn.sessions.pop(session.channel.get_id(), None)
-            conn.channels.discard(session.channel)
-            conn.requests.pop(session.channel.get_id(), None)
-        with self._lock:
-            self._sessions.discard(session)
-        m = self.metrics
-        m.sessions_ended.labels(end.reason).inc()
-        if session.opened:
-            m.sessions_active.labels(session.kind).dec()
-            m.session_duration.labels(session.kind).observe(time.monotonic() - session.started)
-        record = session.record()
-        if record is None:
-            return
-        outcome = SessionOutcome(end.reason, end.code, round(time.monotonic() - session.started, 3), end.error)
-        for observer in self.observers:
-            try:
-                observer.session_ended(record, outcome)
-            except Exception:
-                log.exception("observer_failed")
-
-    def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
-        """The key's grants in the snapshot in force now (not the one at login), none once the
-        key is in --revoked-keys (a multiplexed connection outlives the login it was made by)."""
-        if conn.identity is None or self.revoked(conn.identity):
-            return ()
-        return self.store.current.grants_for(conn.identity, datetime.now(UTC))
-
-    def revoked(self, identity: Identity) -> str | None:
-        """Why --revoked-keys refuses this key or certificate now, or None (re-read on change)."""
-        revoked = self.settings.revoked_keys
-        return revoked.why_revoked(identity.blob, identity.certificate) if revoked is not None else None
 
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    def sessions(self) -> list[Bridge]:
-        with self._lock:
-            return list(self._sessions)
-
-    def submit_control(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Small writes (resize) that a Transport thread must not block on."""
-        with contextlib.suppress(RuntimeError):  # raised once shut down
-            self._control.submit(fn, *args)
+    def sessions(self) -> list[Session]:
+        return self.registry.live()  # type: ignore[return-value]
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -470,7 +409,7 @@ class Gateway:
         while self.sessions() and time.monotonic() < deadline:
             time.sleep(0.1)
         for s in self.sessions():
-            s.terminate("shutdown", "the gateway shut down")
+            s.terminate(EndReason.SHUTDOWN, "the gateway shut down")
         for s in self.sessions():
             s.join(2)
         self._closing.set()

@@ -1,5 +1,11 @@
 """Keeps live sessions within their grants: revocation, expiry and limits, checked on every
-snapshot swap and on a short tick (expiry and limits are a matter of time, not of events)."""
+snapshot swap and on a short tick (expiry and limits are a matter of time, not of events).
+
+`judge` is pure: from a session, the snapshot in force and the time, a Verdict. The Enforcer
+(its own thread) acts on verdicts only by asking the owners: the registry rebinds a session
+to another grant (and counts it against that grant's maxSessions), the session ends itself
+(`terminate` aborts its stream) and queues the warning line (`notify`).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from sshserver.grants.access import AccessSnapshot, Grant
+from sshserver.gateway.registry import LiveSession, SessionRegistry
+from sshserver.grants.access import AccessSnapshot, AccessStore, Grant, Identity
 from sshserver.observability.logevents import event
-
-if TYPE_CHECKING:
-    from sshserver.gateway.core import Gateway
-    from sshserver.sessions.lifecycle import Bridge as Session
+from sshserver.observability.observer import EndReason
 
 log = logging.getLogger("podssh.enforcer")
 
@@ -25,11 +28,19 @@ WARN_BEFORE_END = 60.0
 
 @dataclass(frozen=True)
 class Verdict:
-    reason: str  # revoked, expired, idle, limit
-    message: str
+    """What should happen to a live session: end it, or keep it on `grant` (perhaps another
+    grant than its own, or its own grant edited), perhaps with a warning line."""
+
+    end: EndReason | None = None
+    message: str = ""
+    grant: Grant | None = None
+    warn: str | None = None
 
 
-def covering_grant(session: Session, grants: tuple[Grant, ...]) -> Grant | None:
+KEEP = Verdict()
+
+
+def covering_grant(session: LiveSession, grants: tuple[Grant, ...]) -> Grant | None:
     """The grant that still allows this session: its own if it does, else any other."""
     r = session.resolved
     if r is None:
@@ -39,44 +50,55 @@ def covering_grant(session: Session, grants: tuple[Grant, ...]) -> Grant | None:
     return (same or ok or [None])[0]
 
 
-def judge(session: Session, snapshot: AccessSnapshot, now: datetime, mono: float,
-          claim: Callable[[Session, Grant], bool]) -> Verdict | None:
-    """Whether a live session may go on. `claim` moves the session onto another covering grant
-    when its own no longer covers it, counted against that grant's maxSessions (atomically)."""
-    if session.grant is None or session.conn.identity is None:
-        return None  # not started yet: the session checks its grant itself when it starts
-    grant = covering_grant(session, snapshot.grants_for(session.conn.identity, now))
+def judge(session: LiveSession, snapshot: AccessSnapshot, now: datetime, mono: float,
+          revoked_key: str | None = None) -> Verdict:
+    """Whether a live session may go on, and on which grant. Pure: reads, never writes.
+    `revoked_key` is why --revoked-keys refuses the session's key now, if it does."""
+    identity = session.conn.identity
+    if session.grant is None or identity is None:
+        return KEEP  # not started yet: the session checks its grant itself when it starts
+    if revoked_key:
+        return Verdict(EndReason.REVOKED, f"this key was revoked ({revoked_key})")
+    grant = covering_grant(session, snapshot.grants_for(identity, now))
     if grant is None:
         old = snapshot.grant_by_uid(session.grant.uid)
         if old is not None and old.expires_at is not None and now >= old.expires_at:
-            return Verdict("expired", f"access {old.ref} expired at {old.expires_at.isoformat()}")
-        cert = session.conn.identity.certificate
+            return Verdict(EndReason.EXPIRED, f"access {old.ref} expired at {old.expires_at.isoformat()}")
+        cert = identity.certificate
         if cert is not None and not cert.valid_at(now):
-            return Verdict("expired", "your certificate expired")
-        return Verdict("revoked", f"access {session.grant.ref} was revoked")
-    if session.grant.uid != grant.uid and not claim(session, grant):
-        # Its own grant no longer covers it; another one would, but has no free place: moving
-        # the session there would exceed that grant's maxSessions.
-        return Verdict("limit", f"access {session.grant.ref} was revoked and {grant.ref} allows at most "
-                                f"{grant.limits.max_sessions} concurrent sessions")
-    session.grant = grant  # the same grant, perhaps edited (new limits), or the one just claimed
+            return Verdict(EndReason.EXPIRED, "your certificate expired")
+        return Verdict(EndReason.REVOKED, f"access {session.grant.ref} was revoked")
     limits = grant.limits
+    warn = None
     if limits.max_session_duration is not None:
         left = limits.max_session_duration - (mono - session.started)
         if left <= 0:
-            return Verdict("limit", f"session reached its maximum duration ({int(limits.max_session_duration)}s)")
+            most = int(limits.max_session_duration)
+            return Verdict(EndReason.LIMIT, f"session reached its maximum duration ({most}s)")
         if left <= WARN_BEFORE_END and not session.warned:
-            session.warned = True
-            session.notify(f"podssh: this session ends in {int(left)}s (maximum session duration)")
+            warn = f"podssh: this session ends in {int(left)}s (maximum session duration)"
     if limits.idle_timeout is not None and mono - session.last_activity >= limits.idle_timeout:
-        return Verdict("idle", f"session idle for {int(limits.idle_timeout)}s")
-    return None
+        return Verdict(EndReason.IDLE, f"session idle for {int(limits.idle_timeout)}s")
+    return Verdict(grant=grant, warn=warn)
+
+
+def no_place(session: LiveSession, grant: Grant) -> Verdict:
+    """Its own grant no longer covers it; another one would, but has no free place: moving the
+    session there would exceed that grant's maxSessions."""
+    own = session.grant.ref if session.grant is not None else "?"
+    return Verdict(EndReason.LIMIT, f"access {own} was revoked and {grant.ref} allows at most "
+                                    f"{grant.limits.max_sessions} concurrent sessions")
 
 
 class Enforcer:
-    def __init__(self, gateway: Gateway, tick: float = 1.0) -> None:
-        # Snapshot swaps wake it at once; the tick only serves expiry and limits (1 s precision).
-        self._gw = gateway
+    """The "enforcer" thread. Wakes on every snapshot swap (`snapshot_changed`, called on the
+    control plane's thread) and every `tick` seconds (expiry and limits, 1 s precision)."""
+
+    def __init__(self, registry: SessionRegistry, store: AccessStore,
+                 revoked: Callable[[Identity], str | None], tick: float = 1.0) -> None:
+        self._registry = registry
+        self._store = store
+        self._revoked = revoked
         self._tick = tick
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -101,23 +123,21 @@ class Enforcer:
             except Exception:  # never let a bug stop enforcement for good
                 log.exception("enforcer_failed")
 
-    def _claim(self, session: Session, grant: Grant) -> bool:
-        return self._gw.claim_grant(session, (grant,)) is not None
-
     def check_all(self) -> None:
-        snapshot = self._gw.store.current
+        snapshot = self._store.current
         now, mono = datetime.now(UTC), time.monotonic()
         revoked: dict[int, str | None] = {}  # per identity, once a sweep (a stat of the file)
-        for session in self._gw.sessions():
+        for session in self._registry.live():
             ident = session.conn.identity
             if ident is not None and id(ident) not in revoked:
-                revoked[id(ident)] = self._gw.revoked(ident)
-            why = revoked.get(id(ident)) if ident is not None else None
-            if why and session.grant is not None:
-                verdict: Verdict | None = Verdict("revoked", f"this key was revoked ({why})")
-            else:
-                verdict = judge(session, snapshot, now, mono, self._claim)
-            if verdict is not None:
-                event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.reason,
+                revoked[id(ident)] = self._revoked(ident)
+            verdict = judge(session, snapshot, now, mono, revoked.get(id(ident)) if ident is not None else None)
+            if verdict.end is None and verdict.grant is not None and not self._registry.rebind(session, verdict.grant):
+                verdict = no_place(session, verdict.grant)
+            if verdict.end is not None:
+                event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.end,
                       message=verdict.message)
-                session.terminate(verdict.reason, verdict.message)
+                session.terminate(verdict.end, verdict.message)
+            elif verdict.warn is not None:
+                session.warned = True  # the enforcer's own flag: one warning per session
+                session.notify(verdict.warn)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -21,9 +22,17 @@ from sshserver.grants.durations import parse_duration, parse_time
 from sshserver.grants.envnames import valid_env_name
 from sshserver.grants.keys import InvalidKeyError, PublicKey, parse_public_key
 from sshserver.grants.labelselector import LabelSelector
-from sshserver.observability.logevents import event
 
 DEFAULT_ENV = frozenset({"TERM", "LANG"})
+
+
+class SessionKind(StrEnum):
+    """What a session does; each kind is allowed by its own field of `spec.allow`."""
+
+    SHELL = "shell"
+    EXEC = "exec"
+    SFTP = "sftp"
+    FORWARD = "forward"  # ssh -L: allowed per port, by allow.portForward
 
 
 class GrantError(ValueError):
@@ -41,8 +50,10 @@ class Allow:
     sftp: bool = False
     port_forward: frozenset[int] = frozenset()
 
-    def permits(self, kind: str) -> bool:
-        return bool(getattr(self, kind, False))
+    def permits(self, kind: SessionKind, port: int | None = None) -> bool:
+        if kind is SessionKind.FORWARD:
+            return port is not None and port in self.port_forward
+        return {SessionKind.SHELL: self.shell, SessionKind.EXEC: self.exec, SessionKind.SFTP: self.sftp}[kind]
 
 
 @dataclass(frozen=True)
@@ -329,7 +340,8 @@ def grant_from_object(obj: Mapping[str, Any]) -> Grant:
     except GrantError:
         raise
     except Exception as exc:  # see the docstring
-        event(log, "grant_parser_error", logging.ERROR, object=object_ref(obj), error=type(exc).__name__)
+        # Plain logging (this layer imports nothing of podssh); the JSON formatter shows the fields.
+        log.error("grant_parser_error", extra={"fields": {"object": object_ref(obj), "error": type(exc).__name__}})
         raise _invalid(f"cannot be used ({type(exc).__name__})") from None
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import yaml
 
 from sshserver.grants.access import AccessSnapshot, object_ref, parse_objects, snapshot_of
-from sshserver.observability.logevents import event
 
 log = logging.getLogger("podssh.access")
 
@@ -40,6 +39,7 @@ def load_access_file(path: Path) -> AccessSnapshot:
     parsed = parse_objects(objects)
     for i, p in enumerate(parsed):
         if p.error is not None:
-            event(log, "access_object_invalid", logging.WARNING, file=str(path), index=i,
-                  object=object_ref(p.body), reason=p.error.reason, message=str(p.error))
+            log.warning("access_object_invalid", extra={"fields": {  # plain logging: see grants/__init__
+                "file": str(path), "index": i, "object": object_ref(p.body), "reason": p.error.reason,
+                "message": str(p.error)}})
     return snapshot_of(parsed)

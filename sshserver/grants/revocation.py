@@ -25,7 +25,6 @@ from pathlib import Path
 
 from sshserver.grants.certificates import UserCertificate
 from sshserver.grants.keys import blob_type
-from sshserver.observability.logevents import event
 
 log = logging.getLogger("podssh.revocation")
 
@@ -267,10 +266,11 @@ class RevokedKeysFile:
             if stamp != self._stamp:
                 try:
                     self._list = self._read()
-                    event(log, "revoked_keys_loaded", path=str(self.path), keys=len(self._list.keys))
+                    fields = {"path": str(self.path), "keys": len(self._list.keys)}
+                    log.info("revoked_keys_loaded", extra={"fields": fields})
                 except RevocationError as exc:
                     self._list = None
-                    event(log, "revoked_keys_unreadable", logging.ERROR, error=str(exc)[:300])
+                    log.error("revoked_keys_unreadable", extra={"fields": {"error": str(exc)[:300]}})
                 self._stamp = stamp
             return self._list
 

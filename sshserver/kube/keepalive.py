@@ -12,7 +12,7 @@ lock is free and its socket writable at once (see ChannelStream.ping), so one de
 cannot delay the others' deadlines.
 
 Threads: `watch`/`forget` are called by session threads; `_run` is the "api-keepalive" thread;
-the `on_dead` callbacks run on it and must not block (Bridge.terminate only aborts a socket).
+the `on_dead` callbacks run on it and must not block (Session.terminate only aborts a socket).
 """
 
 from __future__ import annotations

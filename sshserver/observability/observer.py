@@ -6,7 +6,22 @@ Observers are called from session threads and must not block: queue the work.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
+
+
+class EndReason(StrEnum):
+    """Why a session ended: a label of `podssh_sessions_ended_total` and of the audit record."""
+
+    EXIT = "exit"  # the command (or the port's connection) ended by itself
+    CLIENT = "client"  # the client went away or closed the channel
+    ERROR = "error"  # the pod, the node or the API server failed under it
+    REFUSED = "refused"  # it never started: no such pod, not permitted, over a limit
+    REVOKED = "revoked"  # its grant or its key was revoked
+    EXPIRED = "expired"  # its grant or certificate expired
+    IDLE = "idle"  # limits.idleTimeout
+    LIMIT = "limit"  # limits.maxSessionDuration, or no place left under maxSessions
+    SHUTDOWN = "shutdown"  # the gateway shut down
 
 
 @dataclass(frozen=True)
@@ -24,10 +39,13 @@ class SessionRecord:
 
 @dataclass(frozen=True)
 class SessionOutcome:
-    reason: str  # exit, client, error, revoked, expired, idle, limit, shutdown
+    """How a session ended. A session returns it (duration 0); the registry adds the duration
+    before observers see it."""
+
+    reason: EndReason
     exit_status: int
-    duration_s: float
-    message: str | None = None
+    message: str | None = None  # the one line shown to the user, if any
+    duration_s: float = 0.0
 
 
 class SessionObserver(Protocol):

@@ -11,107 +11,32 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import paramiko
 
-from sshserver.grants.access import Grant
-from sshserver.grants.envnames import valid_env_name
+from sshserver.grants.access import SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
 from sshserver.observability.logevents import event
+from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.observability.recording import Recording
 from sshserver.sessions import hangup
+from sshserver.sessions.command import build_command, missing_tool_hint
 from sshserver.sessions.exittrailer import TrailerFilter
 from sshserver.sessions.exittrailer import new_token as new_trailer_token
-from sshserver.sessions.lifecycle import Bridge, SessionEnd, SessionRefused
+from sshserver.sessions.lifecycle import Session, SessionRefused
+from sshserver.sessions.services import SessionServices
 from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
 from sshserver.sessions.sftpgateway import probe as sftp_probe
-from sshserver.sessions.trusted import TRUSTED_FUNCTIONS, first_trusted
-from sshserver.ssh.connection import ChannelRequests, Connection
-
-if TYPE_CHECKING:
-    from sshserver.gateway.core import Gateway
+from sshserver.ssh.connection import ChannelState, Connection
 
 log = logging.getLogger("podssh.session")
 
 HANGUP_TIMEOUT = 5.0
-
-STTY = ("/bin/stty", "/usr/bin/stty")
-LOGIN_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l"
-
-
-def _exports(env: Mapping[str, str], first: int) -> tuple[str, list[str]]:
-    """Shell text that exports env from positional parameters starting at $first, and those
-    parameters. Only parameter numbers are written into the script: names and values, both
-    the client's, arrive as arguments and are never parsed as shell code. A name that is not
-    an identifier is dropped here too (the env hook refused it already)."""
-    args: list[str] = []
-    words: list[str] = []
-    for name, value in sorted(env.items()):
-        if not valid_env_name(name):
-            continue
-        n = first + len(args)
-        words.append(f'"${{{n}}}=${{{n + 1}}}"')
-        args += [name, value]
-    if not words:
-        return "", []
-    return f"export {' '.join(words)}; shift {len(args)}; ", args
-
-
-def build_command(kind: str, command: str | None, grant: Grant, env: Mapping[str, str],
-                  size: tuple[int, int] | None = None, token: str | None = None,
-                  trailer: str | None = None) -> tuple[str, ...]:
-    """The argv for the container: a shell runs the user's command exactly as sshd would.
-
-    With a terminal, that shell first sets its size, as sshd does before it starts the user's
-    program: containerd drops a resize message that arrives before the exec'd process has
-    started ("cannot resize a stopped container"), and nothing in the protocol says when it has.
-    `token` marks the exec's processes for the hangup at the end (see hangup.py); `trailer`
-    makes the wrapper write the command's exit status as the last line of stderr (exittrailer.py).
-
-    The script (argv[2]) is fixed text: the client's strings (env names and values, the
-    command) are positional parameters, consumed by `shift` before the command runs.
-    """
-    env = {k: v for k, v in env.items() if valid_env_name(k)}
-    if kind == "shell" and grant.shell_command and not env and size is None:
-        return grant.shell_command  # it may run where there is no /bin/sh at all
-    marked = {**env, hangup.ENV: token} if token else env
-    prelude, env_args = _exports(marked, 1)
-    if size is not None:
-        # stty by a checked path (a shellCommand grant may allow no command of the user's), in a
-        # subshell so that the check's variables never touch the session's environment.
-        prelude += ("(" + TRUSTED_FUNCTIONS + first_trusted("stty", STTY) +
-                    f'[ -n "$stty" ] && "$stty" cols {int(size[0])} rows {int(size[1])} 2>/dev/null); ')
-    if kind == "shell" and grant.shell_command:
-        return ("/bin/sh", "-c", prelude + 'exec "$@"', "sh", *env_args, *grant.shell_command)
-    if kind == "shell":
-        return ("/bin/sh", "-c", prelude + LOGIN_SHELL, "sh", *env_args)
-    if kind == "sftp":
-        return ("sftp-server",)  # replaced by the path found in the container
-    assert command is not None
-    # The command runs in a child shell while this one keeps the exec's stdout open: containerd
-    # closes stdin as soon as stdout closes (containerd issue 13934), so `cat > file` would
-    # otherwise receive a truncated upload. `exit $?` passes the status through unchanged.
-    if trailer is not None:
-        return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; s=$?; echo "$2:$s" >&2; exit $s', "sh",
-                *env_args, command, trailer)
-    return ("/bin/sh", "-c", prelude + '/bin/sh -c "$1"; exit $?', "sh", *env_args, command)
-
-
-def missing_tool_hint(command: str | None) -> str | None:
-    """What to do when scp -O or rsync finds no binary of its own in the container."""
-    tool = (command or "").split(maxsplit=1)[0] if command else ""
-    if tool == "scp":
-        return "no scp in this container: use scp without -O (it speaks SFTP, which needs nothing in the image)"
-    if tool == "rsync":
-        return "no rsync in this container: rsync needs rsync at both ends; use scp or sftp instead"
-    return None
 
 
 class _ChannelCloser:
@@ -125,20 +50,21 @@ class _ChannelCloser:
             self._channel.close()
 
 
-class Session(Bridge):
+class ExecSession(Session):
     """A session channel (shell, exec, sftp) bridged to a pod exec stream."""
 
-    def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, kind: str,
-                 command: str | None, requests: ChannelRequests) -> None:
+    def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel, kind: SessionKind,
+                 command: str | None, requests: ChannelState) -> None:
         # A certificate's force-command runs instead of what the client asked, as under sshd; it
         # is a command, so the grant must allow exec. sftp is refused then (see _prepare).
         cert = conn.identity.certificate if conn.identity is not None else None
-        self.forced = cert.force_command if cert is not None and kind != "sftp" else None
+        kind = SessionKind(kind)
+        self.forced = cert.force_command if cert is not None and kind is not SessionKind.SFTP else None
         self.requested_command = command
         if self.forced is not None:
-            kind, command = "exec", self.forced
-        self.sftp_forbidden = cert is not None and cert.force_command is not None and kind == "sftp"
-        super().__init__(gateway, conn, channel, kind)
+            kind, command = SessionKind.EXEC, self.forced
+        self.sftp_forbidden = cert is not None and cert.force_command is not None and kind is SessionKind.SFTP
+        super().__init__(services, conn, channel, kind)
         self.command = command
         self._requests = requests
         self._stream: ExecStream | None = None
@@ -156,7 +82,8 @@ class Session(Bridge):
         self._output_stopped = threading.Event()
         # Marks the exec's processes, for the hangup after a session that did not end by its
         # command's exit (hangup.py).
-        self._token = hangup.new_token() if kind in ("shell", "exec") and gateway.settings.hang_up else None
+        self._token = hangup.new_token() if kind in (SessionKind.SHELL, SessionKind.EXEC) and \
+            services.settings.hang_up else None
         self._trailer: TrailerFilter | None = None  # set for a command without a terminal
         self._request: ExecRequest | None = None
         self._exited = False
@@ -164,9 +91,6 @@ class Session(Bridge):
     @property
     def tty(self) -> bool:
         return self._requests.pty is not None
-
-    def allowed_by(self, grant: Grant) -> bool:
-        return grant.allow.permits(self.kind)
 
     # --- called from other threads ----------------------------------------------------------
 
@@ -182,7 +106,7 @@ class Session(Bridge):
             if self._flush_scheduled:
                 return  # the flush already queued or running sends the latest size
             self._flush_scheduled = True
-        self._gw.submit_control(self._flush_resize)
+        self._services.run_in_control(self._flush_resize)
 
     def _flush_resize(self) -> None:
         """Sends pending sizes until none is left (control pool, stdin pump or session thread)."""
@@ -214,97 +138,88 @@ class Session(Bridge):
         self._output_stopped.set()
 
     def notify(self, line: str) -> None:
-        """One line on the user's stderr, without ending the session."""
-        self._write_error(line)
+        """One line on the user's stderr, without ending the session. Queued in the control pool:
+        the caller (the enforcer) never waits for a client that does not read."""
+        self._services.run_in_control(self._write_error, line)
 
     # --- the session thread -----------------------------------------------------------------
 
-    def _serve(self) -> SessionEnd:
+    def _serve(self) -> SessionOutcome:
         for notice in self.conn.take_notices() + self._requests.notices:
             self._write_error(f"podssh: {notice}")
         try:
             req = self._prepare()
         except (TargetError, SessionRefused) as exc:
-            return SessionEnd(1, "refused", str(exc))
+            return SessionOutcome(EndReason.REFUSED, 1, str(exc))
         except ApiError as exc:
-            self._gw.api_error(exc.reason)
-            return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-        if self._ended_by:
-            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
-        if self.kind == "sftp":
+            self._services.api_error(exc.reason)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        if (ended := self._ended_from_outside()) is not None:
+            return ended
+        if self.kind is SessionKind.SFTP:
             # The container's sftp-server is a program the user could have uploaded: only a
             # grant that may run commands anyway gets it (fast path). Any other is served by the
-            # gateway, with tools by absolute path (see sftp_local).
+            # gateway, with tools by absolute path (see sftpgateway.py).
             may_exec = self.grant is not None and self.grant.allow.exec
             try:
                 tools = sftp_probe(self._runner(req), want_server=may_exec)
             except ExecError as exc:
-                self._gw.api_error(exc.reason)
-                return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
+                self._services.api_error(exc.reason)
+                return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
             if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
                 return self._serve_sftp_here(req, tools, may_exec)
             req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
         setup = time.monotonic()
         try:
-            stream = ExecStream.open(self._gw.kube, req, timeout=self._gw.settings.exec_timeout)
+            stream = ExecStream.open(self._services.kube, req, timeout=self._services.settings.exec_timeout)
         except ExecError as exc:
-            self._gw.api_error(exc.reason)
-            return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-        self._gw.metrics.exec_setup.observe(time.monotonic() - setup)
-        self.opened, self._request = True, req
+            self._services.api_error(exc.reason)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        self._services.metrics.exec_setup.observe(time.monotonic() - setup)
+        self._request = req
         with self._size_lock:
-            self._stream = stream
-        self._watch_api(stream)
+            self._attach(stream, watched=stream)
         self._flush_resize()
-        if self._ended_by:  # terminated while the stream was opening
-            stream.abort()
         self._start_recording(req)
         self._started(req, protocol=stream.protocol, setup_ms=round((time.monotonic() - setup) * 1000, 1),
                       recording=str(self._recording.path) if self._recording else None)
-        pump = threading.Thread(target=self._pump_stdin, args=(stream,), daemon=True,
-                                name=f"stdin-{self.conn.id}-{self.channel.get_id()}")
-        pump.start()
-        try:
-            status = self._copy_output(stream)
-            self._exited = status is not None
-        finally:
-            self._gw.keepalive.forget(stream)
-            stream.close()
-            self._done.set()
-            # The pump may sit in recv() on a silent client: it ends when the channel closes,
-            # which _finish does next. Waiting for it here would delay every ending.
-            pump.join(0.05)
-        if self._ended_by:
-            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
+        status = self._copy_until_done(stream, self._pump_stdin, self._copy_output, "stdin")
+        self._exited = status is not None
+        return self._outcome(status)
+
+    def _outcome(self, status: ExitStatus | None) -> SessionOutcome:
+        """What the end of the exec stream means for the user: never a 0 that was not the command's."""
+        if (ended := self._ended_from_outside()) is not None:
+            return ended
         if status is None:
-            return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without an exit status")
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, "the exec stream ended without an exit status")
         if status.code == 0 and self._trailer is not None and self._trailer.code is None:
             # `Success` without the command's own word: the API server lost the node under the
             # command (exittrailer.py); whatever it did, it did not report having finished.
-            return SessionEnd(TRANSPORT_ERROR, "error", "the exec stream ended without the command's exit status "
-                                                        "(the connection to the node was lost)")
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, "the exec stream ended without the command's "
+                                  "exit status (the connection to the node was lost)")
         if status.code == NOT_FOUND and status.error is None:
             hint = missing_tool_hint(self.command)
             if hint:
-                return SessionEnd(status.code, "exit", hint)
-        return SessionEnd(status.code, "exit" if status.error is None else "error", status.error)
+                return SessionOutcome(EndReason.EXIT, status.code, hint)
+        return SessionOutcome(EndReason.EXIT if status.error is None else EndReason.ERROR, status.code, status.error)
 
     def _prepare(self) -> ExecRequest:
         if self.sftp_forbidden:
             raise SessionRefused("not permitted: this certificate has a force-command, which sftp cannot run")
         target = parse_target(self.conn.username or "")
-        snapshot_grants = self._gw.current_grants(self.conn)
+        snapshot_grants = self._services.current_grants(self.conn)
         if not snapshot_grants:
             raise SessionRefused("not permitted: this key's access has been revoked or has expired")
-        resolved = self._gw.resolver.resolve(target, snapshot_grants)
+        resolved = self._services.resolver.resolve(target, snapshot_grants)
         allowed = [g for g in resolved.grants if self.allowed_by(g)]
         if not allowed:
-            what = {"shell": "an interactive shell", "exec": "running commands",
-                    "sftp": "file transfer (sftp)"}[self.kind]
+            what = {SessionKind.SHELL: "an interactive shell", SessionKind.EXEC: "running commands",
+                    SessionKind.SFTP: "file transfer (sftp)"}[self.kind]
             refs = ", ".join(g.ref for g in resolved.grants)
             raise SessionRefused(f"not permitted: grant {refs} does not allow {what}")
         self.resolved = resolved
-        grant = self._gw.claim_grant(self, allowed)
+        grant = self._services.registry.claim(self, allowed)
         if grant is None:
             limit = allowed[0].limits.max_sessions
             raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
@@ -324,49 +239,44 @@ class Session(Bridge):
 
     def _trailer_token(self, pty: object | None) -> str | None:
         """A command without a terminal reports its exit status on stderr too (exittrailer.py)."""
-        if self.kind != "exec" or pty is not None:
+        if self.kind is not SessionKind.EXEC or pty is not None:
             return None
         token = new_trailer_token()
         self._trailer = TrailerFilter(token)
         return token
 
     def _started(self, req: ExecRequest, **fields: object) -> None:
-        """The session runs: audit it and tell the observers."""
-        self._gw.audit.record(
+        """The session runs: audit it and tell the registry (metrics, observers)."""
+        self._services.audit.record(
             "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
             container=req.container, grant=self.grant.ref if self.grant else None,
             user=self.grant.user if self.grant else None, pty=self.tty,
             command=self.command[:1024] if self.command else None,
             **({"forced": True, "requested_command": (self.requested_command or "")[:1024]} if self.forced else {}),
             **fields)
-        self._gw.observe_start(self)
+        self._services.registry.started(self)
 
     def _runner(self, req: ExecRequest) -> PodRunner:
-        return PodRunner(self._gw.kube, req, self._gw.settings.exec_timeout, activity=self._touch)
+        return PodRunner(self._services.kube, req, self._services.settings.exec_timeout, activity=self._touch)
 
     def _touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def _serve_sftp_here(self, req: ExecRequest, tools: Tools, may_exec: bool) -> SessionEnd:
+    def _serve_sftp_here(self, req: ExecRequest, tools: Tools, may_exec: bool) -> SessionOutcome:
         """SFTP served by the gateway: paramiko's server over execs of the probed tools."""
         if not tools.shell_trusted and not may_exec:
-            return SessionEnd(1, "refused", f"sftp: the container's {SHELL} could have been written by its user; "
-                              "the gateway runs nothing there for an sftp-only grant")
+            return SessionOutcome(EndReason.REFUSED, 1, f"sftp: the container's {SHELL} could have been written "
+                                  "by its user; the gateway runs nothing there for an sftp-only grant")
         server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
                                    tools=tools)
-        self._stream = _ChannelCloser(self.channel)
-        self.opened = True
-        if self._ended_by:
-            self._stream.abort()
+        self._attach(_ChannelCloser(self.channel))
         self._started(req, sftp="gateway")
         server.run()  # the SFTP request loop, here in the session's thread, until the client ends
         self._done.set()
-        if self._ended_by:
-            return SessionEnd(TRANSPORT_ERROR, self._ended_by, self._end_message)
-        return SessionEnd(0, "exit")
+        return self._ended_from_outside() or SessionOutcome(EndReason.EXIT, 0)
 
     def _start_recording(self, req: ExecRequest) -> None:
-        directory, pty = self._gw.settings.record_dir, self._requests.pty
+        directory, pty = self._services.settings.record_dir, self._requests.pty
         if directory is None or pty is None or self.grant is None:
             return
         try:
@@ -386,7 +296,7 @@ class Session(Bridge):
                     if self._output_stopped.is_set():
                         # sshd would close the command's stdout, and its next write would end it
                         # (SIGPIPE). Here the session ends and its processes are hung up.
-                        self.terminate("client")
+                        self.terminate(EndReason.CLIENT)
                         break
                     if not written:
                         written = True
@@ -404,11 +314,11 @@ class Session(Bridge):
             if self._trailer is not None and (held := self._trailer.flush()):
                 self._to_client(held, stderr=True)
         except (OSError, EOFError):  # the channel closed under us: the client is gone
-            self.terminate("client")
+            self.terminate(EndReason.CLIENT)
         return status
 
     def _pump_stdin(self, stream: ExecStream) -> None:
-        chan, size = self.channel, self._gw.settings.read_size
+        chan, size = self.channel, self._services.settings.read_size
         try:
             while data := chan.recv(size):
                 if self._pending_size:
@@ -418,7 +328,7 @@ class Session(Bridge):
         except Exception:  # the stream died; the output side reports why
             return
         if chan.closed:
-            self.terminate("client")
+            self.terminate(EndReason.CLIENT)
             return
         # A terminal has no half-close: like sshd, keep the pty open after the client's EOF.
         if not self.tty:
@@ -429,7 +339,7 @@ class Session(Bridge):
         # After EOF the client may still close the channel (not the connection): notice it.
         while not self._done.wait(0.5):
             if chan.closed:
-                self.terminate("client")
+                self.terminate(EndReason.CLIENT)
                 return
 
     def _write_error(self, line: str) -> None:
@@ -439,29 +349,28 @@ class Session(Bridge):
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone
             self.channel.sendall_stderr(data)
 
-    def _finish(self, end: SessionEnd) -> None:
-        self._done.set()
+    def _close_channel(self, outcome: SessionOutcome) -> None:
         chan = self.channel
         # Nothing more goes to a channel the client (or paramiko's SFTP server) closed already.
-        if end.reason != "client" and not chan.closed:
-            if end.error:
-                self._write_error(f"podssh: {end.error}")
+        if outcome.reason is not EndReason.CLIENT and not chan.closed:
+            if outcome.message:
+                self._write_error(f"podssh: {outcome.message}")
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                chan.send_exit_status(end.code)
+                chan.send_exit_status(outcome.exit_status)
                 chan.shutdown_write()
         with contextlib.suppress(OSError, EOFError):
             chan.close()
-        r = self.resolved
         if self._recording is not None:
             self._recording.close()
-        self._gw.audit.record(
-            "session_end", conn=self.conn.id, kind=self.kind, reason=end.reason, exit_status=end.code,
-            error=end.error, namespace=r.namespace if r else None, pod=r.pod if r else None,
-            container=r.container if r else None, grant=self.grant.ref if self.grant else None,
-            duration_s=round(time.monotonic() - self.started, 3), bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            recording=str(self._recording.path) if self._recording else None)
-        self._gw.session_ended(self, end)
+
+    def _end_record(self, outcome: SessionOutcome) -> tuple[str, dict[str, object]]:
+        return "session_end", {
+            "kind": self.kind, "exit_status": outcome.exit_status,
+            "container": self.resolved.container if self.resolved else None,
+            "grant": self.grant.ref if self.grant else None,
+            "recording": str(self._recording.path) if self._recording else None}
+
+    def _after_end(self) -> None:
         self._hang_up()  # after the session has given back its place (maxSessions) and metrics
 
     def _hang_up(self) -> None:
@@ -469,7 +378,7 @@ class Session(Bridge):
         req = self._request
         if self._exited or req is None or self._token is None:
             return
-        runner = PodRunner(self._gw.kube, req, timeout=min(HANGUP_TIMEOUT, self._gw.settings.exec_timeout))
+        runner = PodRunner(self._services.kube, req, timeout=min(HANGUP_TIMEOUT, self._services.settings.exec_timeout))
         processes = hangup.hang_up(runner, self._token)
-        self._gw.audit.record("session_hangup", conn=self.conn.id, namespace=req.namespace, pod=req.pod,
+        self._services.audit.record("session_hangup", conn=self.conn.id, namespace=req.namespace, pod=req.pod,
                               container=req.container, processes=processes)

@@ -3,61 +3,71 @@ Kubernetes portforward API. Nothing is needed in the container image."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-import time
-from typing import TYPE_CHECKING
 
 import paramiko
 
-from sshserver.grants.access import Grant
+from sshserver.grants.access import Grant, SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
 from sshserver.kube.exitstatus import TRANSPORT_ERROR
 from sshserver.kube.portforwardstream import DATA, ERROR, PortForwardStream
 from sshserver.observability.logevents import event
-from sshserver.sessions.lifecycle import Bridge, SessionEnd, SessionRefused
+from sshserver.observability.observer import EndReason, SessionOutcome
+from sshserver.sessions.lifecycle import Session, SessionRefused
+from sshserver.sessions.services import SessionServices
 from sshserver.ssh.connection import Connection
-
-if TYPE_CHECKING:
-    from sshserver.gateway.core import Gateway
 
 log = logging.getLogger("podssh.forward")
 
-LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
+class ForwardSession(Session):
+    """One direct-tcpip channel (ssh -L) bridged to one portforward stream to the pod's port."""
 
-class ForwardSession(Bridge):
-    def __init__(self, gateway: Gateway, conn: Connection, channel: paramiko.Channel, port: int) -> None:
-        super().__init__(gateway, conn, channel, "forward")
+    def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel, port: int) -> None:
+        super().__init__(services, conn, channel, SessionKind.FORWARD)
         self.port = port
 
     def allowed_by(self, grant: Grant) -> bool:
-        return self.port in grant.allow.port_forward
+        return grant.allow.permits(SessionKind.FORWARD, self.port)
 
-    def _serve(self) -> SessionEnd:
+    def _serve(self) -> SessionOutcome:
         try:
             stream = self._connect()
         except (TargetError, SessionRefused) as exc:
             event(log, "forward_refused", conn=self.conn.id, port=self.port, reason=str(exc))
-            return SessionEnd(1, "refused", str(exc))
+            return SessionOutcome(EndReason.REFUSED, 1, str(exc))
         except ApiError as exc:  # unreachable or failing API server, or the stream refused
-            self._gw.api_error(exc.reason)
-            return SessionEnd(TRANSPORT_ERROR, "error", str(exc))
-        self._stream = stream
-        self._watch_api(stream)
-        self.opened = True
-        if self._ended_by:
-            stream.abort()
+            self._services.api_error(exc.reason)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        self._attach(stream, watched=stream)
         r = self.resolved
         assert r is not None and self.grant is not None
-        self._gw.audit.record("forward_start", conn=self.conn.id, namespace=r.namespace, pod=r.pod, port=self.port,
-                              grant=self.grant.ref, user=self.grant.user)
-        self._gw.observe_start(self)
-        pump = threading.Thread(target=self._pump, args=(stream,), daemon=True,
-                                name=f"forward-in-{self.conn.id}-{self.channel.get_id()}")
-        pump.start()
+        self._services.audit.record("forward_start", conn=self.conn.id, namespace=r.namespace, pod=r.pod,
+                                    port=self.port, grant=self.grant.ref, user=self.grant.user)
+        self._services.registry.started(self)
+        error = self._copy_until_done(stream, self._pump, self._copy_from_pod, "forward-in")
+        if error:
+            event(log, "forward_error", conn=self.conn.id, port=self.port, error=error)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, error)
+        return SessionOutcome(self._ended_by or EndReason.EXIT, 0, self._end_message)
+
+    def _connect(self) -> PortForwardStream:
+        target = parse_target(self.conn.username or "")
+        if target.kind is None and target.container is not None:
+            target = type(target)(target.namespace, target.name)  # a port belongs to the pod
+        grants = self._services.current_grants(self.conn)
+        if not grants:
+            raise SessionRefused("this key's access has been revoked or has expired")
+        self.resolved = self._services.resolver.resolve(target, grants, container_matters=False)
+        allowed = [g for g in self.resolved.grants if self.allowed_by(g)]
+        if not allowed or self._services.registry.claim(self, allowed) is None:
+            raise SessionRefused(f"port {self.port} is not allowed by any grant for this pod")
+        return PortForwardStream.open(self._services.kube, self.resolved.namespace, self.resolved.pod, self.port,
+                                      self._impersonation(), self._services.settings.exec_timeout)
+
+    def _copy_from_pod(self, stream: PortForwardStream) -> str | None:
+        """Pod → client until the pod closes; the stream's own error, if it sent one."""
         error = None
         try:
             for channel, data in stream.frames():
@@ -66,35 +76,11 @@ class ForwardSession(Bridge):
                 elif channel == ERROR:
                     error = data.decode(errors="replace").strip()[:300]
         except OSError:
-            self.terminate("client")
-        finally:
-            self._gw.keepalive.forget(stream)
-            stream.close()
-            self._done.set()
-            # The pump may sit in recv() on a silent client: it ends when the channel closes,
-            # which _finish does next. Waiting for it here would delay every ending.
-            pump.join(0.05)
-        if error:
-            event(log, "forward_error", conn=self.conn.id, port=self.port, error=error)
-            return SessionEnd(TRANSPORT_ERROR, "error", error)
-        return SessionEnd(0, self._ended_by or "exit", self._end_message)
-
-    def _connect(self) -> PortForwardStream:
-        target = parse_target(self.conn.username or "")
-        if target.kind is None and target.container is not None:
-            target = type(target)(target.namespace, target.name)  # a port belongs to the pod
-        grants = self._gw.current_grants(self.conn)
-        if not grants:
-            raise SessionRefused("this key's access has been revoked or has expired")
-        self.resolved = self._gw.resolver.resolve(target, grants, container_matters=False)
-        allowed = [g for g in self.resolved.grants if self.allowed_by(g)]
-        if not allowed or self._gw.claim_grant(self, allowed) is None:
-            raise SessionRefused(f"port {self.port} is not allowed by any grant for this pod")
-        return PortForwardStream.open(self._gw.kube, self.resolved.namespace, self.resolved.pod, self.port,
-                                      self._impersonation(), self._gw.settings.exec_timeout)
+            self.terminate(EndReason.CLIENT)
+        return error
 
     def _pump(self, stream: PortForwardStream) -> None:
-        chan, size = self.channel, self._gw.settings.read_size
+        chan, size = self.channel, self._services.settings.read_size
         try:
             while data := chan.recv(size):
                 stream.send_data(data)
@@ -108,13 +94,5 @@ class ForwardSession(Bridge):
                 stream.abort()
                 return
 
-    def _finish(self, end: SessionEnd) -> None:
-        self._done.set()
-        with contextlib.suppress(OSError, EOFError):
-            self.channel.close()
-        r = self.resolved
-        self._gw.audit.record("forward_end", conn=self.conn.id, reason=end.reason, error=end.error,
-                              namespace=r.namespace if r else None, pod=r.pod if r else None, port=self.port,
-                              duration_s=round(time.monotonic() - self.started, 3),
-                              bytes_in=self.bytes_in, bytes_out=self.bytes_out)
-        self._gw.session_ended(self, end)
+    def _end_record(self, outcome: SessionOutcome) -> tuple[str, dict[str, object]]:
+        return "forward_end", {"port": self.port}

@@ -1,14 +1,17 @@
 """The paramiko ServerInterface: every hook is a decision, taken without blocking on the network.
 
-Hooks run in the connection's Transport thread. They record what the client asked for and
-return at once; resolving pods and opening exec streams happens in the session's own thread.
+All hooks are called by paramiko on the connection's Transport thread, one at a time, in the
+order the client's messages arrive. They record what the client asked for (connection.py) and
+return at once: resolving pods and opening exec streams happens in the session's own thread,
+started through `HookServices.start_session`. The only hook that sleeps is a failed login (the
+throttle's delay), which slows that connection alone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import paramiko
 from paramiko import (
@@ -20,22 +23,46 @@ from paramiko import (
     OPEN_SUCCEEDED,
 )
 
-from sshserver.grants.access import Identity
+from sshserver.grants.access import AccessStore, Identity, SessionKind
 from sshserver.grants.certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
 from sshserver.grants.envnames import valid_env_name
 from sshserver.grants.keys import fingerprint
 from sshserver.observability.logevents import event
-from sshserver.sessions.forward import LOCAL_NAMES
 from sshserver.ssh.connection import Connection, PtyRequest
+from sshserver.ssh.internals import transport as internals
 
 if TYPE_CHECKING:
-    from sshserver.gateway.core import Gateway
+    from sshserver.config.settings import GatewaySettings
+    from sshserver.observability.audit import AuditTrail
+    from sshserver.observability.metrics import Metrics
+    from sshserver.ssh.throttle import FailureThrottle
 
 log = logging.getLogger("podssh.auth")
 
 MAX_ENV_VALUE = 4096
 MAX_TERMINAL = 10000
 MAX_NOTICES = 8  # connection-wide notices kept for the next session
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})  # ssh -L: the pod itself
+
+
+class HookServices(Protocol):
+    """What the hooks use of the gateway (the gateway core implements it)."""
+
+    settings: GatewaySettings
+    store: AccessStore
+    throttle: FailureThrottle
+    audit: AuditTrail
+    metrics: Metrics
+
+    def revoked(self, identity: Identity) -> str | None:
+        """Why --revoked-keys refuses this key now, or None."""
+
+    def note_authenticated(self, conn: Connection) -> bool:
+        """Records the login once; False when the connection may do nothing (over its key's cap)."""
+
+    def start_session(self, conn: Connection, channel: paramiko.Channel, kind: SessionKind,
+                      command: str | None) -> bool:
+        """Starts the session's thread; False refuses the request. Must not block."""
 
 
 def _text(value: bytes | str) -> str:
@@ -43,32 +70,43 @@ def _text(value: bytes | str) -> str:
 
 
 class GatewayServer(paramiko.ServerInterface):
-    def __init__(self, gateway: Gateway, conn: Connection) -> None:
-        self._gw = gateway
+    """The hooks of one connection. Unless a hook says otherwise: called on the connection's
+    Transport thread, must not block, and the default (paramiko's) would refuse."""
+
+    def __init__(self, services: HookServices, conn: Connection) -> None:
+        self._gw = services
         self._conn = conn
 
     # --- authentication ---------------------------------------------------------------------
 
     def get_allowed_auths(self, username: str) -> str:
+        """Listed in every USERAUTH_FAILURE: public keys (and certificates) only."""
         return "publickey"
 
     def get_banner(self) -> tuple[str | None, str | None]:
+        """Sent before authentication when --banner is set (default: none)."""
         banner = self._gw.settings.banner
         return (banner if banner.endswith("\n") else banner + "\n", "en-US") if banner else (None, None)
 
     def check_auth_none(self, username: str) -> int:
+        """The client's first probe: refused without counting it as an attempt."""
         return AUTH_FAILED  # answers with the allowed methods; not counted as an attempt
 
     def check_auth_password(self, username: str, password: str) -> int:
+        """Never accepted; counted and throttled like any failed attempt (the password is not logged)."""
         return self._fail(username, "password", None)
 
     def check_auth_interactive(self, username: str, submethods: str) -> int:
+        """Never accepted; counted and throttled."""
         return self._fail(username, "keyboard-interactive", None)
 
     def check_auth_interactive_response(self, responses: list[str]) -> int:
         return AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        """A key or certificate offered (twice: as a query, then signed). Success needs a grant in
+        the snapshot in force and no --revoked-keys entry; certificates are checked against the
+        grants' CAs and their critical options. May sleep the throttle's delay on failure."""
         conn = self._conn
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
             conn.hangup.set()
@@ -98,7 +136,7 @@ class GatewayServer(paramiko.ServerInterface):
         return AUTH_SUCCESSFUL
 
     def malformed_key(self, username: str, why: str) -> None:
-        """A publickey request whose key blob paramiko_patches refused before parsing it (Transport
+        """A publickey request whose key blob internals/patches.py refused before parsing it (Transport
         thread): an ordinary failed attempt, throttled and audited like the others."""
         self._fail(username, "publickey", None, f"malformed key: {why}"[:200])
 
@@ -128,12 +166,14 @@ class GatewayServer(paramiko.ServerInterface):
         return self._gw.note_authenticated(self._conn) is not False
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
+        """CHANNEL_OPEN of a `session` (other types but direct-tcpip are refused), up to
+        max_sessions per connection like sshd's MaxSessions."""
         if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         if kind == "session":
             if self._channels_full(session=True):
                 return OPEN_FAILED_RESOURCE_SHORTAGE
-            self._conn.channel_requests(chanid)
+            self._conn.channel_state(chanid)
             return OPEN_SUCCEEDED
         return OPEN_FAILED_UNKNOWN_CHANNEL_TYPE
 
@@ -142,12 +182,10 @@ class GatewayServer(paramiko.ServerInterface):
         ssh -L included) on this connection, as sshd's MaxSessions. Counts the Transport's open
         channels: a closed one stops counting at once."""
         conn, s = self._conn, self._gw.settings
-        channels = getattr(conn.transport, "_channels", None)  # paramiko's ChannelMap
-        if channels is None:
+        if conn.transport is None:
             return False
-        open_ids = [c.get_id() for c in list(channels.values()) if not c.closed]
-        with conn.lock:
-            sessions = sum(1 for i in open_ids if (r := conn.requests.get(i)) is None or r.forward is None)
+        open_ids = internals.open_channel_ids(conn.transport)
+        sessions = conn.open_sessions_among(open_ids)
         full = len(open_ids) >= s.max_channels or (session and sessions >= s.max_sessions)
         if full:
             event(log, "channel_refused", conn=conn.id, reason="too many channels", channels=len(open_ids),
@@ -155,7 +193,8 @@ class GatewayServer(paramiko.ServerInterface):
         return full
 
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
-        """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists."""
+        """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists.
+        The supervisor starts the forward's session when it accepts the channel."""
         conn = self._conn
         if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -173,7 +212,7 @@ class GatewayServer(paramiko.ServerInterface):
             why = "not the pod itself (use localhost)" if host not in LOCAL_NAMES else "port not allowed"
             event(log, "forward_refused", conn=conn.id, host=host[:64], port=port, reason=why)
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        conn.channel_requests(chanid).forward = (host, port)
+        conn.channel_state(chanid).forward = (host, port)
         return OPEN_SUCCEEDED
 
     def _certificate(self) -> UserCertificate | None:
@@ -182,26 +221,32 @@ class GatewayServer(paramiko.ServerInterface):
 
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int, height: int,
                                   pixelwidth: int, pixelheight: int, modes: bytes) -> bool:
+        """pty-req: the terminal asked for, used when the shell/exec starts. A certificate without
+        permit-pty gets none (the session goes on without, as under sshd)."""
         cert = self._certificate()
         if cert is not None and not cert.permit_pty:  # as sshd: no tty, the session goes on without
             event(log, "pty_refused", conn=self._conn.id, reason="certificate without permit-pty")
             return False
-        reqs = self._conn.channel_requests(channel.get_id())
+        reqs = self._conn.channel_state(channel.get_id())
         reqs.pty = PtyRequest(_text(term)[:64] or "xterm", _clamp(width, 80), _clamp(height, 24))
         return True
 
     def check_channel_window_change_request(self, channel: paramiko.Channel, width: int, height: int,
                                             pixelwidth: int, pixelheight: int) -> bool:
+        """window-change: recorded, and handed to the running session, which sends it to the pod
+        from its control pool (this thread never waits for the API server)."""
         cols, rows = _clamp(width, 80), _clamp(height, 24)
-        reqs = self._conn.channel_requests(channel.get_id())
+        reqs = self._conn.channel_state(channel.get_id())
         if reqs.pty:
             reqs.pty.cols, reqs.pty.rows = cols, rows
-        session = self._conn.sessions.get(channel.get_id())
+        session = self._conn.session_on(channel.get_id())
         if session is not None:
             session.request_resize(cols, rows)
         return True
 
     def check_channel_env_request(self, channel: paramiko.Channel, name: bytes, value: bytes) -> bool:
+        """env (SetEnv/SendEnv): kept when the name is an identifier a grant allows, within the
+        per-channel count and size caps; the value reaches the pod only as an argument."""
         if not self._count_env(channel.get_id(), len(name) + len(value)):
             return False
         key, val = _text(name), _text(value)
@@ -210,14 +255,14 @@ class GatewayServer(paramiko.ServerInterface):
             return False
         if not any(g.env_allowed(key) for g in self._conn.grants):
             return False
-        self._conn.channel_requests(channel.get_id()).env[key] = val
+        self._conn.channel_state(channel.get_id()).env[key] = val
         return True
 
     def _count_env(self, chanid: int, size: int) -> bool:
         """At most max_env_requests env requests and max_env_bytes of names and values per channel,
         refused ones included (each costs a reply and a hook call)."""
         s = self._gw.settings
-        reqs = self._conn.channel_requests(chanid)
+        reqs = self._conn.channel_state(chanid)
         reqs.env_requests += 1
         if reqs.env_requests > s.max_env_requests or reqs.env_bytes + size > s.max_env_bytes:
             if reqs.env_requests == s.max_env_requests + 1 or reqs.env_bytes <= s.max_env_bytes:
@@ -227,29 +272,36 @@ class GatewayServer(paramiko.ServerInterface):
         return True
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
-        return self._gw.start_session(self._conn, channel, "shell", None)
+        """shell: starts the session thread (which resolves the pod and may still refuse, with a
+        message and exit status); True only means it started."""
+        return self._gw.start_session(self._conn, channel, SessionKind.SHELL, None)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        return self._gw.start_session(self._conn, channel, "exec", _text(command))
+        """exec: as shell, running the client's command (or a certificate's force-command)."""
+        return self._gw.start_session(self._conn, channel, SessionKind.EXEC, _text(command))
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        """subsystem: `sftp` only, served by the container's sftp-server or by the gateway."""
         if _text(name) == "sftp":
-            return self._gw.start_session(self._conn, channel, "sftp", None)
+            return self._gw.start_session(self._conn, channel, SessionKind.SFTP, None)
         event(log, "subsystem_refused", conn=self._conn.id, subsystem=_text(name)[:64])
         return False
 
     def check_channel_x11_request(self, channel: paramiko.Channel, single_connection: bool,
                                   auth_protocol: str, auth_cookie: bytes, screen_number: int) -> bool:
-        self._conn.channel_requests(channel.get_id()).notice("X11 forwarding is not supported")
+        """Refused; the session that follows tells the user why."""
+        self._conn.channel_state(channel.get_id()).notice("X11 forwarding is not supported")
         return False
 
     def check_channel_forward_agent_request(self, channel: paramiko.Channel) -> bool:
-        self._conn.channel_requests(channel.get_id()).notice("agent forwarding is not supported")
+        """Refused; the session that follows tells the user why."""
+        self._conn.channel_state(channel.get_id()).notice("agent forwarding is not supported")
         return False
 
     # --- global requests --------------------------------------------------------------------
 
     def check_port_forward_request(self, address: str, port: int) -> bool:
+        """tcpip-forward (ssh -R): refused, counted; the next session tells the user why."""
         if self._logged_in() and self._count_global_request("tcpip-forward"):
             with self._conn.lock:
                 if len(self._conn.notices) < MAX_NOTICES:
@@ -260,7 +312,8 @@ class GatewayServer(paramiko.ServerInterface):
         return None
 
     def check_global_request(self, kind: str, msg: paramiko.Message) -> bool:
-        # keepalive@openssh.com only wants an answer; anything else unknown is refused.
+        """Any other global request: keepalive@openssh.com is answered, the rest refused and
+        counted (past max_global_requests the connection is hung up)."""
         if not self._logged_in():
             return False
         if kind == "keepalive@openssh.com":

@@ -333,7 +333,7 @@ def _settle(gw: InProcessGateway, baseline: tuple[int, int], timeout: float) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with gw.gateway._lock:
-            live = len(gw.gateway._connections) + len(gw.gateway._sessions)
+            live = len(gw.gateway._connections) + len(gw.gateway.registry.live())
         now = _counts()
         if not live and now[0] <= baseline[0] + 2 and now[1] <= baseline[1] + 4:
             return now

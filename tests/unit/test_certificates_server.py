@@ -14,14 +14,14 @@ import paramiko
 import pytest
 
 from sshserver.config.settings import GatewaySettings
-from sshserver.gateway.core import Gateway
 from sshserver.grants.access import AccessSnapshot, AccessStore, Allow, Grant, Identity
 from sshserver.grants.keys import parse_public_key
 from sshserver.grants.labelselector import LabelSelector
 from sshserver.grants.revocation import RevokedKeysFile
 from sshserver.observability.audit import AuditTrail
 from sshserver.observability.metrics import Metrics
-from sshserver.sessions.execsession import Session
+from sshserver.sessions.execsession import ExecSession
+from sshserver.sessions.services import SessionServices
 from sshserver.ssh.connection import Connection
 from sshserver.ssh.hooks import GatewayServer
 from sshserver.ssh.throttle import FailureThrottle
@@ -43,7 +43,7 @@ class FakeGateway:
         pass
 
     def revoked(self, identity: Identity) -> str | None:
-        return Gateway.revoked(self, identity)  # type: ignore[arg-type]  # it reads settings only
+        return SessionServices.revoked(self, identity)  # type: ignore[arg-type]  # it reads settings only
 
     def records(self, name: str) -> list[dict]:
         return [r for r in map(json.loads, self.sink.getvalue().splitlines()) if r["event"] == name]
@@ -110,7 +110,7 @@ def test_clear_certificate_gets_no_pty_and_no_port_forwarding(d: Path) -> None:
     _gw, conn, srv = server(d)
     assert srv.check_auth_publickey("ns/pod", cert_key(d, "cleared", "clear")) == paramiko.AUTH_SUCCESSFUL
     assert srv.check_channel_pty_request(FakeChannel(), b"xterm", 80, 24, 0, 0, b"") is False
-    assert conn.channel_requests(0).pty is None  # the session goes on without a terminal
+    assert conn.channel_state(0).pty is None  # the session goes on without a terminal
     assert srv.check_channel_direct_tcpip_request(1, ("", 0), ("localhost", 80)) == \
         paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
@@ -153,9 +153,9 @@ def test_force_command_replaces_shell_and_exec_and_refuses_sftp(d: Path) -> None
     gw.metrics = Metrics()
     chan = SimpleNamespace(get_id=lambda: 0)
     for kind, command in (("shell", None), ("exec", "rm -rf /")):
-        s = Session(gw, conn, chan, kind, command, conn.channel_requests(0))  # type: ignore[arg-type]
+        s = ExecSession(gw, conn, chan, kind, command, conn.channel_state(0))  # type: ignore[arg-type]
         assert (s.kind, s.command, s.requested_command) == ("exec", "uptime", command)
-    sftp = Session(gw, conn, chan, "sftp", None, conn.channel_requests(0))  # type: ignore[arg-type]
+    sftp = ExecSession(gw, conn, chan, "sftp", None, conn.channel_state(0))  # type: ignore[arg-type]
     assert sftp.kind == "sftp" and sftp.sftp_forbidden
     from sshserver.sessions.lifecycle import SessionRefused
     with pytest.raises(SessionRefused, match="force-command"):
@@ -163,5 +163,5 @@ def test_force_command_replaces_shell_and_exec_and_refuses_sftp(d: Path) -> None
     # Without force-command, nothing changes.
     gw, conn, srv = server(d)
     srv.check_auth_publickey("ns/pod", cert_key(d, "free"))
-    s = Session(gw, conn, chan, "exec", "ls", conn.channel_requests(0))  # type: ignore[arg-type]
+    s = ExecSession(gw, conn, chan, "exec", "ls", conn.channel_state(0))  # type: ignore[arg-type]
     assert (s.kind, s.command, s.forced) == ("exec", "ls", None)

@@ -18,9 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from sshoperator.inventory import Inventory
 from sshoperator.writer import ClusterWriter, ObjectEvent, StatusPatch
 
-from sshserver.gateway.enforcer import judge
-from sshserver.grants.access import AccessSnapshot, AccessStore, Identity, grant_from_object
-from sshserver.kube.resolver import ResolvedTarget
+from sshserver.grants.access import AccessStore
 
 
 def wait_for(check: Any, timeout: float = 5.0) -> None:
@@ -155,35 +153,3 @@ def test_not_before_turns_ready_when_it_comes(pubkey: str) -> None:
     assert writer.reasons() == ["NotYetValid"]
     wait_for(lambda: writer.reasons()[-1:] == ["Valid"], timeout=4)
     inventory.close()
-
-
-class FakeSession:
-    def __init__(self, grant: Any, identity: Identity) -> None:
-        self.grant = grant
-        self.conn = SimpleNamespace(identity=identity)
-        self.resolved = ResolvedTarget("shop", "web-1", "main", {"app": "web"}, (grant,))
-        self.started = self.last_activity = time.monotonic()
-        self.warned = False
-
-    def allowed_by(self, grant: Any) -> bool:
-        return grant.allow.exec
-
-    def notify(self, line: str) -> None:
-        pass
-
-
-def test_a_session_moved_onto_another_grant_counts_against_its_max_sessions(pubkey: str) -> None:
-    first = grant_from_object(sshaccess(pubkey, "first", "u1"))
-    second = grant_from_object(sshaccess(pubkey, "second", "u2", limits={"maxSessions": 1}))
-    ident = Identity(first.keys[0].fingerprint)
-    session = FakeSession(first, ident)
-    after_revoke = AccessSnapshot((second,))  # `first` was deleted; `second` covers the pod too
-    now, mono = datetime.now(UTC), time.monotonic()
-
-    verdict = judge(session, after_revoke, now, mono, claim=lambda s, g: False)  # second is full
-    assert verdict is not None and verdict.reason == "limit" and "at most 1" in verdict.message
-    assert session.grant is first
-
-    claimed: list[Any] = []
-    verdict = judge(session, after_revoke, now, mono, claim=lambda s, g: claimed.append(g) or True)
-    assert verdict is None and claimed == [second]

@@ -53,9 +53,9 @@ def test_the_env_hook_refuses_hostile_names(name: str) -> None:
     server, conn = _server((grant(env=frozenset({name})),))
     channel = SimpleNamespace(get_id=lambda: 0)
     assert server.check_channel_env_request(channel, name.encode(), b"1") is False  # type: ignore[arg-type]
-    assert conn.channel_requests(0).env == {}
+    assert conn.channel_state(0).env == {}
     assert server.check_channel_env_request(channel, b"LC_FOO", b"a b$(x)") is True  # type: ignore[arg-type]
-    assert conn.channel_requests(0).env == {"LC_FOO": "a b$(x)"}
+    assert conn.channel_state(0).env == {"LC_FOO": "a b$(x)"}
 
 
 def _run(argv: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess[bytes]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import paramiko
 import pytest
 
-from sshserver.sessions.lifecycle import Bridge
+from sshserver.sessions.lifecycle import Session
 from sshserver.ssh.admission import Admission, Limits, Startups
 from sshserver.ssh.throttle import FailureThrottle
 from tests.support.inproc import client, grant_object, running_gateway
@@ -178,7 +178,7 @@ def server_env(gw, chan: paramiko.Channel) -> dict[str, str]:
     """The env the gateway accepted for `chan` (after a round trip, so every request was seen)."""
     assert chan.transport.global_request("keepalive@openssh.com", wait=True) is not None
     (conn,) = list(gw.gateway._connections)
-    return dict(conn.requests[chan.remote_chanid].env)
+    return dict(conn.channels[chan.remote_chanid].env)
 
 
 def test_env_requests_per_channel_are_capped_by_count_and_bytes() -> None:
@@ -296,7 +296,7 @@ def test_a_thread_that_cannot_start_refuses_one_connection_not_the_gateway(
             assert gw.thread.is_alive() and t.is_active()
         finally:
             t.close()
-    assert isinstance(Bridge, type)
+    assert isinstance(Session, type)
 
 
 def test_refusals_under_a_flood_are_logged_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
@@ -336,9 +336,9 @@ def test_default_limits_let_twenty_parallel_logins_from_one_address_through() ->
 
 def test_repeated_refused_requests_keep_one_notice() -> None:
     """200,000 x11-req on one channel once kept 200,000 notices (review finding)."""
-    from sshserver.ssh.connection import ChannelRequests
+    from sshserver.ssh.connection import ChannelState
 
-    reqs = ChannelRequests()
+    reqs = ChannelState()
     for _ in range(10_000):
         reqs.notice("X11 forwarding is not supported")
         reqs.notice("agent forwarding is not supported")

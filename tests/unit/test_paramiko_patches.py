@@ -138,7 +138,7 @@ def test_data_beyond_the_advertised_window_is_dropped() -> None:
             time.sleep(0.5)
             with gw.gateway._lock:
                 conns = list(gw.gateway._connections)
-            server_chans = [c for conn in conns for c in conn.channels]
+            server_chans = [s.channel for conn in conns for s in conn.channels.values() if s.channel is not None]
             assert server_chans
             for c in server_chans:
                 assert len(c.in_buffer) <= 64 * 1024 + 32 * 1024

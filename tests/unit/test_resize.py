@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-from sshserver.sessions.execsession import Session
+from sshserver.sessions.execsession import ExecSession
 
 
 class StuckStream:
@@ -30,8 +30,8 @@ def test_window_changes_return_at_once_while_a_resize_is_stuck() -> None:
         submitted.append(fn)
         pool.submit(fn, *args)  # type: ignore[arg-type]
 
-    session = Session.__new__(Session)
-    session._gw = SimpleNamespace(submit_control=submit)  # type: ignore[attr-defined]
+    session = ExecSession.__new__(ExecSession)
+    session._services = SimpleNamespace(run_in_control=submit)  # type: ignore[assignment]
     session._size_lock, session._send_lock = threading.Lock(), threading.Lock()
     session._pending_size, session._flush_scheduled = None, False
     session._recording = None

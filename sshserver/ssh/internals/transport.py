@@ -1,0 +1,57 @@
+"""The gateway's paramiko Transport: how it is built, and what we read of its private state.
+
+Every use of a private member of `paramiko.Transport` lives here (the receive side of channels
+is in patches.py, eow.py and fastpipe.py beside it), so that a paramiko upgrade is checked in
+one folder; pyproject.toml pins paramiko to the versions these were checked against.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+
+import paramiko
+
+from sshserver.config.settings import GatewaySettings
+
+CERT_SUFFIX = "-cert-v01@openssh.com"
+
+
+def build(client: socket.socket, settings: GatewaySettings, host_keys: Sequence[paramiko.PKey]) -> paramiko.Transport:
+    """A server Transport for one accepted socket, with our algorithms, keys and timeouts."""
+    s = settings
+    t = paramiko.Transport(client, default_window_size=s.initial_window_size,
+                           default_max_packet_size=s.max_packet_size)
+    t.local_version = s.version
+    opts = t.get_security_options()
+    opts.ciphers = tuple(c for c in s.ciphers if c in paramiko.Transport._preferred_ciphers)
+    for key in host_keys:
+        t.add_server_key(key)
+    certs = tuple(k.get_name() for k in host_keys if k.get_name().endswith(CERT_SUFFIX))
+    if certs:  # host certificates (hostcerts.py): paramiko offers only the types listed here
+        opts.key_types = certs + tuple(paramiko.Transport._preferred_keys)
+    t.banner_timeout = min(s.version_timeout, s.login_grace_time)
+    t.handshake_timeout = s.login_grace_time
+    t.auth_timeout = s.login_grace_time
+    return t
+
+
+def on_login(transport: paramiko.Transport, callback: Callable[[], None]) -> None:
+    """Calls `callback` on the Transport thread right after paramiko sent USERAUTH_SUCCESS,
+    before it reads anything the client sends under the new login."""
+    trigger = transport._auth_trigger
+
+    def authenticated() -> None:
+        callback()
+        trigger()
+
+    transport._auth_trigger = authenticated  # type: ignore[method-assign]
+
+
+def open_channel_ids(transport: paramiko.Transport) -> list[int]:
+    """Our ids of the channels open now; a closed one stops counting at once (paramiko's
+    ChannelMap, read without its lock: a snapshot of the values is enough for a cap)."""
+    channels = getattr(transport, "_channels", None)
+    if channels is None:
+        return []
+    return [c.get_id() for c in list(channels.values()) if not c.closed]
