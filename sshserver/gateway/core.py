@@ -341,9 +341,10 @@ class Gateway:
     def _close_connection(self, conn: Connection, transport: paramiko.Transport | None,
                           client: socket.socket, reason: str) -> None:
         sessions = conn.sessions()
+        why = (EndReason.CLIENT if reason == "client" else EndReason.SHUTDOWN if reason == "shutdown" else
+               EndReason.LIMIT if reason.startswith("too_many") else EndReason.ERROR)
         for s in sessions:
-            s.terminate(EndReason.CLIENT if reason == "client" else
-                        EndReason.SHUTDOWN if reason == "shutdown" else EndReason.ERROR)
+            s.terminate(why)
         for s in sessions:
             s.join(2)
         if transport is not None:

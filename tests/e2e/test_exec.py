@@ -52,7 +52,13 @@ def test_tar_round_trip_is_byte_exact(gateway: Gateway, keys: dict[str, SSHKey],
     with tarfile.open(archive, "w") as tar:
         tar.add(src, arcname="src")
     remote = "rm -rf /tmp/rt && mkdir -p /tmp/rt && tar xf - -C /tmp/rt && tar cf - -C /tmp/rt src; rm -rf /tmp/rt"
-    proc = gateway.ssh(WEB, remote, keys["alice"], input=archive.read_bytes(), timeout=300)
+    # Under heavy load the API server may drop the end of an exec's output and still report
+    # Success (kubernetes#124571). podssh must then say so (255, the exit trailer missing),
+    # never exit 0 with a truncated archive; a second try shows the round trip itself works.
+    for _attempt in range(3):
+        proc = gateway.ssh(WEB, remote, keys["alice"], input=archive.read_bytes(), timeout=300)
+        if proc.returncode != 255 or b"connection to the node was lost" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
     out.mkdir()
