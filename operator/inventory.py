@@ -6,14 +6,14 @@ Ready condition also changes with time alone (notBefore, expiresAt): a timer reb
 next such moment, so `Expired` is written when it happens, not at the next resync.
 
 Threads: kopf's event loop (upsert/delete), the resync thread (replace_all) and the expiry
-timer (refresh) all change `_objects` under `_lock`; the timer is owned by the Inventory.
+timer (`_timer_fired`) all change `_objects` under `_lock`; the timer is owned by the Inventory.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,10 +26,18 @@ from .writer import ClusterWriter, ObjectEvent, StatusPatch
 log = logging.getLogger("podssh.inventory")
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Inventory:
-    def __init__(self, store: AccessStore, writer: ClusterWriter | None) -> None:
+    def __init__(self, store: AccessStore, writer: ClusterWriter | None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        """`clock` is the wall clock that decides expiry (tests pass their own); the timer's
+        delay is measured from it, so a test clock must move for the timer to see a moment pass."""
         self._store = store
         self._writer = writer
+        self._clock = clock
         self._objects: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._reported: dict[str, str] = {}  # uid -> last Ready reason an Event was written for
@@ -64,9 +72,18 @@ class Inventory:
             self._rebuild()
 
     def refresh(self) -> None:
-        """Re-evaluates time-dependent status (expiry) without any change of objects.
-        Called by the expiry timer's thread at the next notBefore/expiresAt of a grant."""
+        """Re-evaluates time-dependent status (expiry) without any change of objects; the expiry
+        timer does this by itself (`_timer_fired`), this is for whoever wants it now."""
         with self._lock:
+            self._rebuild()
+
+    def _timer_fired(self) -> None:
+        """The expiry timer's callback, on its thread: the timer is spent, so the rebuild must arm
+        a new one even for the same moment (a timer that fires while the wall clock still says
+        the moment is ahead, e.g. after the clock was set back, would otherwise be the last)."""
+        with self._lock:
+            if self._timer is threading.current_thread():
+                self._timer, self._timer_due = None, None
             self._rebuild()
 
     def close(self) -> None:
@@ -88,12 +105,12 @@ class Inventory:
         if due is not None:
             # A little after the moment, so that the rebuild sees it as past (1 s resolution).
             delay = (due - now + timedelta(milliseconds=50)).total_seconds()
-            self._timer = threading.Timer(delay, self.refresh)
+            self._timer = threading.Timer(delay, self._timer_fired)
             self._timer.name, self._timer.daemon = "expiry-timer", True
             self._timer.start()
 
     def _rebuild(self) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         parsed = parse_objects(self._objects.values())
         self._store.replace(snapshot_of(parsed))
         # Forget what was reported for objects that are gone.

@@ -25,7 +25,7 @@ from sshserver.observability.logevents import event
 from . import GROUP, PLURAL, VERSION
 from .handlers import build_registry
 from .inventory import Inventory
-from .sessions import SessionEvents
+from .sessionevents import SessionEvents
 from .writer import ClusterWriter
 
 log = logging.getLogger("podssh.operator")

@@ -10,8 +10,9 @@ from typing import Any
 from sshserver.grants.access import Grant, GrantError
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _stamp(moment: datetime) -> str:
+    """A Kubernetes Time: RFC 3339 in UTC, whole seconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ready_condition(grant: Grant | None, error: GrantError | None, now: datetime) -> tuple[str, str, str]:
@@ -29,6 +30,8 @@ def ready_condition(grant: Grant | None, error: GrantError | None, now: datetime
 
 def desired_status(body: Mapping[str, Any], grant: Grant | None, error: GrantError | None,
                    now: datetime) -> dict[str, Any]:
+    """The whole status the inventory owns (not lastLoginTime, which session events write).
+    `now` decides the Ready condition and is its lastTransitionTime when the condition changes."""
     status, reason, message = ready_condition(grant, error, now)
     generation = (body.get("metadata") or {}).get("generation")
     current = body.get("status") or {}
@@ -45,11 +48,12 @@ def desired_status(body: Mapping[str, Any], grant: Grant | None, error: GrantErr
             "reason": reason,
             "message": message[:1024],
             "observedGeneration": generation,
-            "lastTransitionTime": since or _now(),
+            "lastTransitionTime": since or _stamp(now),
         }],
     }
 
 
 def needs_patch(body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether some field of `desired` differs from the object's status (others are left alone)."""
     current = body.get("status") or {}
     return any(current.get(k) != v for k, v in desired.items())

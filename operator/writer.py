@@ -35,6 +35,7 @@ RETRY_BASE = 1.0  # seconds before the first retry; doubles up to RETRY_CAP
 RETRY_CAP = 30.0
 EVENT_ATTEMPTS = 5  # an Event is history, not state: it is not worth retrying for ever
 PERMANENT = frozenset({400, 404, 410, 422})  # retrying cannot help (404/410: the object is gone)
+REQUEST_TIMEOUT = 30.0  # seconds: an API server that never answers must not hold the one writer thread
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,12 @@ class ClusterWriter:
     """Owns every write of the control plane; its thread is the only one that calls the API."""
 
     def __init__(self, kube: KubeClient, component: str = "podssh", retry_base: float = RETRY_BASE,
-                 retry_cap: float = RETRY_CAP) -> None:
+                 retry_cap: float = RETRY_CAP, request_timeout: float = REQUEST_TIMEOUT) -> None:
+        """`retry_base`, `retry_cap` and `request_timeout` exist so that tests can be fast."""
         self._kube = kube
         self._component = component
         self._retry_base, self._retry_cap = retry_base, retry_cap
+        self._request_timeout = request_timeout
         self._queue: queue.Queue[Write | None] = queue.Queue(maxsize=10000)
         # Writes waiting for a retry, owned by the writer thread: (due, seq, write, attempts).
         self._retries: list[tuple[float, int, Write, int]] = []
@@ -152,7 +155,8 @@ class ClusterWriter:
     def _patch(self, p: StatusPatch) -> None:
         body = {"status": dict(p.status)}
         self._kube.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, p.namespace, PLURAL, p.name, body, _content_type="application/merge-patch+json")
+            GROUP, VERSION, p.namespace, PLURAL, p.name, body, _content_type="application/merge-patch+json",
+            _request_timeout=self._request_timeout)
         self.patches += 1
         event(log, "status_patched", object=f"{p.namespace}/{p.name}", fields=sorted(p.status))
 
@@ -170,4 +174,4 @@ class ClusterWriter:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._kube.core.create_namespaced_event(e.namespace, body)
+        self._kube.core.create_namespaced_event(e.namespace, body, _request_timeout=self._request_timeout)

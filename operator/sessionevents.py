@@ -1,8 +1,12 @@
-"""Session events from the data plane, turned into Kubernetes Events and lastLoginTime."""
+"""Session events from the data plane, turned into Kubernetes Events and lastLoginTime (not to be
+confused with sshserver.sessions, which runs the sessions themselves).
+
+Called on session threads (through the observer); it only queues writes for the ClusterWriter."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sshserver.observability.observer import SessionOutcome, SessionRecord
@@ -13,15 +17,17 @@ LOGIN_TIME_EVERY = 10.0  # seconds between lastLoginTime patches of one grant
 
 
 class SessionEvents:
-    def __init__(self, writer: ClusterWriter) -> None:
+    def __init__(self, writer: ClusterWriter, monotonic: Callable[[], float] = time.monotonic) -> None:
+        """`monotonic` paces the lastLoginTime patches (tests pass their own clock)."""
         self._writer = writer
+        self._monotonic = monotonic
         self._last_patch: dict[str, float] = {}
 
     def session_started(self, r: SessionRecord) -> None:
         self._writer.emit(ObjectEvent(
             r.grant_namespace, r.grant_name, r.grant_uid, "SessionStarted",
             f"{r.user} started a {r.kind} session in {r.namespace}/{r.pod}:{r.container} from {r.peer}"))
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._last_patch.get(r.grant_uid, -LOGIN_TIME_EVERY) >= LOGIN_TIME_EVERY:
             self._last_patch[r.grant_uid] = now
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,302 @@
+"""An in-memory Kubernetes API for unit tests of the control plane (no cluster), in the shape of
+client-go's fake clientsets as kubernetes/sample-controller uses them: an object tracker that
+holds what was written, a list of every call made (`actions`), and reactors that make the next
+calls fail, so that a test can break the API exactly where it wants and then assert what was
+finally written.
+
+It stands in for `sshserver.kube.client.KubeClient` where the control plane uses it:
+
+    kube = FakeKube()
+    kube.add(sshaccess_body)                       # an object that exists in the "cluster"
+    writer = ClusterWriter(kube, retry_base=0.01)  # type: ignore[arg-type]
+    kube.fail_next(2, api_error(503), verb="patch")
+    ...
+    kube.wait_until(lambda: kube.status_of("shop", "g").get("keyCount") == 1)
+    assert len(kube.actions_for("patch")) == 3    # two failures, then the write
+
+Only the calls the control plane makes exist (AttributeError for any other, so a new call is
+noticed): CustomObjectsApi.patch_namespaced_custom_object_status, .list_cluster_custom_object,
+.get_namespaced_custom_object and CoreV1Api.create_namespaced_event. They behave as the API
+server does where the control plane depends on it: a status patch is a JSON merge patch
+(RFC 7386) of `status` only and answers 404 for an object that does not exist; creating an
+Event whose name exists answers 409; bodies must be JSON-serializable (datetimes are, as the
+real client turns them into RFC 3339).
+
+Threads: every method may be called from any thread (the writer calls from its own); the state
+is behind one lock, and `wait_until` wakes up at every call instead of polling.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+SSHACCESSES = "sshaccesses"
+EVENTS = "events"
+
+
+def api_error(status: int, reason: str | None = None) -> ApiException:
+    """What the client raises for an HTTP error answer (409 Conflict, 500, 503, 404 ...)."""
+    names = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 410: "Gone", 422: "Unprocessable Entity",
+             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+    return ApiException(status=status, reason=reason or names.get(status, "Error"))
+
+
+def connection_refused() -> urllib3.exceptions.MaxRetryError:
+    """What the client raises when the API server does not accept connections (one of
+    sshserver.kube.client.TRANSPORT_ERRORS)."""
+    cause = urllib3.exceptions.NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
+    return urllib3.exceptions.MaxRetryError(None, "/apis", cause)  # type: ignore[arg-type]
+
+
+def connection_reset() -> urllib3.exceptions.ProtocolError:
+    """What the client raises when the API server drops a connection mid-request."""
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    return urllib3.exceptions.ProtocolError("Connection aborted.", reset)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One call the code under test made, whether it succeeded or not."""
+
+    verb: str  # list, get, patch, create
+    resource: str  # sshaccesses, events
+    namespace: str = ""
+    name: str = ""
+    subresource: str = ""  # "status" for a status patch
+    body: Any = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments: _request_timeout, _content_type
+
+
+@dataclass
+class _Reactor:
+    verb: str | None
+    resource: str | None
+    times: int | None  # None: for ever
+    react: Callable[[Action], None]  # raises to fail the call
+
+    def matches(self, action: Action) -> bool:
+        return self.verb in (None, action.verb) and self.resource in (None, action.resource)
+
+
+def _wire(value: Any) -> Any:
+    """A body as the API server receives it: JSON, with datetimes as text like the real client."""
+
+    def default(v: Any) -> Any:
+        if isinstance(v, datetime | date):
+            return v.isoformat()
+        raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: mappings merge recursively, null deletes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class FakeKube:
+    """The fake API server and its two client objects, `custom` and `core`."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name) -> body
+        self._reactors: list[_Reactor] = []
+        self._released = threading.Event()
+        self._versions = itertools.count(1)
+        self.actions: list[Action] = []
+        self.custom = _CustomObjectsApi(self)
+        self.core = _CoreV1Api(self)
+
+    # -- the tracker: what exists in the "cluster" --------------------------------------------
+
+    def add(self, body: Mapping[str, Any], resource: str = SSHACCESSES) -> None:
+        """Creates or replaces an object, as another client would (no action is recorded)."""
+        meta = body["metadata"]
+        stored = _wire(body)
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        with self._cond:
+            self._objects[(resource, meta["namespace"], meta["name"])] = stored
+            self._cond.notify_all()
+
+    def remove(self, namespace: str, name: str, resource: str = SSHACCESSES) -> None:
+        """Deletes an object, as another client would (no action is recorded)."""
+        with self._cond:
+            self._objects.pop((resource, namespace, name), None)
+            self._cond.notify_all()
+
+    def get(self, namespace: str, name: str, resource: str = SSHACCESSES) -> dict[str, Any] | None:
+        with self._cond:
+            found = self._objects.get((resource, namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def status_of(self, namespace: str, name: str) -> dict[str, Any]:
+        """The object's status as finally written ({} if none or no object)."""
+        return (self.get(namespace, name) or {}).get("status") or {}
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every Event created, oldest first."""
+        with self._cond:
+            return [copy.deepcopy(b) for (r, _, _), b in self._objects.items() if r == EVENTS]
+
+    def actions_for(self, verb: str | None = None, resource: str | None = None) -> list[Action]:
+        with self._cond:
+            return [a for a in self.actions if verb in (None, a.verb) and resource in (None, a.resource)]
+
+    # -- reactors: making calls fail --------------------------------------------------------------
+
+    def prepend_reactor(self, react: Callable[[Action], None], verb: str | None = None,
+                        resource: str | None = None, times: int | None = None) -> None:
+        """`react` sees each matching call first (newest reactor first) and fails it by raising;
+        it is dropped after `times` calls (None: never)."""
+        with self._cond:
+            self._reactors.insert(0, _Reactor(verb, resource, times, react))
+
+    def fail_next(self, n: int, error: BaseException, verb: str | None = None, resource: str | None = None) -> None:
+        """The next `n` matching calls raise `error` (an ApiException, a urllib3 or OS error)."""
+
+        def fail(_: Action) -> None:
+            raise error
+
+        self.prepend_reactor(fail, verb, resource, times=n)
+
+    def hang_next(self, n: int, verb: str | None = None, resource: str | None = None) -> None:
+        """The next `n` matching calls get no answer, like a partitioned API server: a call with a
+        `_request_timeout` raises urllib3's ReadTimeoutError after it; one without waits until
+        `release()` (for ever, as the real client would)."""
+
+        def hang(action: Action) -> None:
+            timeout = action.options.get("_request_timeout")
+            if timeout is None:
+                self._released.wait()
+                raise connection_reset()
+            time.sleep(timeout if isinstance(timeout, int | float) else sum(timeout))
+            raise urllib3.exceptions.ReadTimeoutError(None, "/apis", "Read timed out.")  # type: ignore[arg-type]
+
+        self.prepend_reactor(hang, verb, resource, times=n)
+
+    def heal(self) -> None:
+        """Drops every reactor: from now on calls succeed (a failure that lasts until the test ends it)."""
+        with self._cond:
+            self._reactors.clear()
+
+    def release(self) -> None:
+        """Ends every hung call without a timeout (call it in a test's cleanup)."""
+        self._released.set()
+
+    # -- waiting ------------------------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float = 2.0) -> Any:
+        """Waits until `predicate()` is truthy (checked after every call and change) and returns it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"not reached within {timeout}s; calls: {[a.verb for a in self.actions]}")
+                self._cond.wait(min(left, 0.05))
+
+    # -- the API server proper -------------------------------------------------------------------
+
+    def _call(self, action: Action, serve: Callable[[], Any]) -> Any:
+        with self._cond:
+            self.actions.append(action)
+            reactor = next((r for r in self._reactors if r.matches(action)), None)
+            if reactor is not None and reactor.times is not None:
+                reactor.times -= 1
+                if reactor.times <= 0:
+                    self._reactors.remove(reactor)
+            self._cond.notify_all()
+        try:
+            if reactor is not None:
+                reactor.react(action)  # outside the lock: it may hang
+            with self._cond:
+                return serve()
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _patch_status(self, action: Action) -> dict[str, Any]:
+        key = (SSHACCESSES, action.namespace, action.name)
+        stored = self._objects.get(key)
+        if stored is None:
+            raise api_error(404)
+        # The status subresource applies `status` only and ignores the rest of the patch.
+        stored["status"] = merge_patch(stored.get("status") or {}, _wire(action.body).get("status") or {})
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(stored)
+
+    def _create_event(self, action: Action) -> dict[str, Any]:
+        body = _wire(action.body)
+        key = (EVENTS, action.namespace, body["metadata"]["name"])
+        if key in self._objects:
+            raise api_error(409, "AlreadyExists")
+        self._objects[key] = body
+        return copy.deepcopy(body)
+
+
+class _CustomObjectsApi:
+    """kubernetes.client.CustomObjectsApi, as far as the control plane calls it."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self._kube = kube
+
+    def patch_namespaced_custom_object_status(self, group: str, version: str, namespace: str, plural: str,
+                                              name: str, body: Any, **options: Any) -> dict[str, Any]:
+        action = Action("patch", plural, namespace, name, "status", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._patch_status(action))
+
+    def list_cluster_custom_object(self, group: str, version: str, plural: str, **options: Any) -> dict[str, Any]:
+        kube = self._kube
+
+        def serve() -> dict[str, Any]:
+            items = [copy.deepcopy(b) for (r, _, _), b in kube._objects.items() if r == plural]
+            return {"apiVersion": f"{group}/{version}", "items": items}
+
+        return kube._call(Action("list", plural, options=options), serve)
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
+                                     **options: Any) -> dict[str, Any]:
+        kube = self._kube
+
+        def serve() -> dict[str, Any]:
+            found = kube._objects.get((plural, namespace, name))
+            if found is None:
+                raise api_error(404)
+            return copy.deepcopy(found)
+
+        return kube._call(Action("get", plural, namespace, name, options=options), serve)
+
+
+class _CoreV1Api:
+    """kubernetes.client.CoreV1Api, as far as the control plane calls it."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self._kube = kube
+
+    def create_namespaced_event(self, namespace: str, body: Any, **options: Any) -> dict[str, Any]:
+        name = str(((body or {}).get("metadata") or {}).get("name", ""))
+        action = Action("create", EVENTS, namespace, name, "", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._create_event(action))
