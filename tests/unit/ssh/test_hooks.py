@@ -250,6 +250,39 @@ def test_max_auth_tries_hangs_up_and_refuses_even_a_good_key() -> None:
         assert link.services.attempts("publickey", "failure") == 3
 
 
+def forged(public: paramiko.PKey) -> paramiko.PKey:
+    """`public`'s key blob (anyone may know a public key) signed by another private key."""
+    key = paramiko.ECDSAKey.generate()
+    key.asbytes = public.asbytes  # type: ignore[method-assign]
+    return key
+
+
+def test_a_bad_signature_on_a_granted_key_is_a_failed_attempt() -> None:
+    """paramiko asks check_auth_publickey before it verifies the signature: a request naming a
+    granted key with a wrong signature passed the hook and failed unseen (no audit record, no
+    throttle, not counted against max_auth_tries: paramiko's own cap of 10 applied instead)."""
+    with linked(None, max_auth_tries=2) as link:
+        with pytest.raises(paramiko.AuthenticationException):
+            link.client.auth_publickey(TARGET, forged(KEY))
+        assert not link.client.is_authenticated()
+        [failure] = link.services.records("auth_failure")
+        assert (failure["method"], failure["fingerprint"], failure["reason"], failure["attempt"]) == (
+            "publickey", fp(KEY), "invalid signature", 1)
+        assert link.services.attempts("publickey", "failure") == 1
+        assert len(link.services.throttle) == 1
+        assert link.conn.identity is None and link.conn.grants == ()  # nothing left of the refused login
+        with pytest.raises(paramiko.AuthenticationException):
+            link.client.auth_publickey(TARGET, forged(KEY))
+        assert link.conn.hangup.is_set()
+        # A refused key is counted once, not again when paramiko sends the failure.
+        with linked(None) as other:
+            with pytest.raises(paramiko.AuthenticationException):
+                other.client.auth_publickey(TARGET, STRANGER)
+            other.client.auth_publickey(TARGET, KEY)
+            assert other.client.is_authenticated() and other.conn.auth_failures == 1
+            assert len(other.services.records("auth_failure")) == 1
+
+
 def test_the_banner_is_sent_before_login() -> None:
     with linked(KEY, banner="authorized use only") as link:
         assert link.client.get_banner() == b"authorized use only\n"
