@@ -76,6 +76,7 @@ class GatewayServer(paramiko.ServerInterface):
     def __init__(self, services: HookServices, conn: Connection) -> None:
         self._gw = services
         self._conn = conn
+        self._accepted: tuple[str, str] | None = None  # (method, fingerprint) the last key check accepted
 
     # --- authentication ---------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class GatewayServer(paramiko.ServerInterface):
         the snapshot in force and no --revoked-keys entry; certificates are checked against the
         grants' CAs and their critical options. May sleep the throttle's delay on failure."""
         conn = self._conn
+        self._accepted = None
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
             conn.hangup.set()
             return AUTH_FAILED
@@ -130,10 +132,25 @@ class GatewayServer(paramiko.ServerInterface):
         grants = self._gw.store.current.grants_for(identity)
         if not grants:
             return self._fail(username, method, fp)
-        # paramiko asks twice: for the query and after checking the signature. Only the
-        # second completes authentication; the supervisor sees that on the Transport.
+        # paramiko asks twice: for the query, and for the signed request before it checks the
+        # signature. Only a good signature completes authentication (the supervisor sees that on
+        # the Transport); a bad one comes back through publickey_refused.
         conn.username, conn.identity, conn.grants = username, identity, grants
+        self._accepted = (method, fp)
         return AUTH_SUCCESSFUL
+
+    def publickey_refused(self, username: str) -> None:
+        """paramiko refuses a publickey request (internals/patches.py; Transport thread, before the
+        failure is sent). When check_auth_publickey had accepted its key, the signature was wrong:
+        a failed attempt like any other, and the login it was about to make is forgotten. Any
+        other refusal went through _fail already."""
+        accepted, self._accepted = self._accepted, None
+        if accepted is None:
+            return
+        conn = self._conn
+        conn.username, conn.identity, conn.grants = None, None, ()
+        method, fp = accepted
+        self._fail(username, method, fp, "invalid signature")
 
     def malformed_key(self, username: str, why: str) -> None:
         """A publickey request whose key blob internals/patches.py refused before parsing it (Transport
@@ -142,6 +159,7 @@ class GatewayServer(paramiko.ServerInterface):
 
     def _fail(self, username: str, method: str, fp: str | None, why: str | None = None) -> int:
         conn = self._conn
+        self._accepted = None
         conn.auth_failures += 1
         self._gw.metrics.auth_attempts.labels(method, "failure").inc()
         source = conn.peer.rsplit(":", 1)[0]

@@ -1,4 +1,4 @@
-"""Three fixes to paramiko's server side that an SSH gateway exposed to anyone needs.
+"""Four fixes to paramiko's server side that an SSH gateway exposed to anyone needs.
 
 1. Linear integer conversion. `paramiko.util.inflate_long` builds an integer 32 bits at a time
    (`out = (out << 32) + word`): quadratic in the length. `Message.get_bytes` zero-pads a string
@@ -20,6 +20,11 @@
    sends; a client that ignores it could make a channel buffer without bound. Data beyond the
    window advertised to the client (plus one packet of slack) is dropped, as OpenSSH does
    ("rcvd too much data"), and counted on the channel (`podssh_window_violations`).
+4. A publickey attempt whose signature fails is reported. paramiko asks the server object about
+   the key before it verifies the signature and says nothing when the signature then fails, so
+   an attempt with a granted public key (public: anyone may have it) and a wrong signature went
+   unaudited, unthrottled and uncounted by max_auth_tries. Every refused publickey request is
+   now told to the server object (`publickey_refused`) before the failure is sent.
 
 These rely on paramiko internals (AuthHandler._parse_userauth_request, Channel._feed): the version
 range is pinned in pyproject.toml and `install()` refuses to run against a paramiko without them.
@@ -164,6 +169,19 @@ def _guard_userauth(original: Callable[[Any, paramiko.Message], None]) -> Callab
     return _parse_userauth_request
 
 
+def _report_refused_publickey(
+        original: Callable[[Any, str, str, int], None]) -> Callable[[Any, str, str, int], None]:
+    def _send_auth_result(self: Any, username: str, method: str, result: int) -> None:
+        if self.transport.server_mode and method == "publickey" and result == paramiko.AUTH_FAILED:
+            refused = getattr(self.transport.server_object, "publickey_refused", None)
+            if refused is not None:
+                refused(username)
+        original(self, username, method, result)
+
+    _send_auth_result.podssh_guard = True  # type: ignore[attr-defined]
+    return _send_auth_result
+
+
 def _bounded_feed(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     def _feed(self: Any, m: Any) -> None:
         transport = self.transport
@@ -279,6 +297,7 @@ def install() -> None:
                 module.deflate_long = deflate_long  # type: ignore[attr-defined]
         handler._parse_userauth_request = _guard_userauth(handler._parse_userauth_request)
         handler._parse_userauth_info_response = _guard_info_response(handler._parse_userauth_info_response)
+        handler._send_auth_result = _report_refused_publickey(handler._send_auth_result)
         channel._feed = _bounded_feed(channel._feed)
         channel._feed_extended = _bounded_feed_extended(channel._feed_extended)
         # The Transport dispatches channel messages through a table of the original functions.
