@@ -39,6 +39,10 @@ class GatewaySettings:
     # PROXY protocol v1/v2: required from these networks (CIDRs), never parsed from others.
     proxy_protocol: tuple[str, ...] = ()
     proxy_timeout: float = 5.0
+    # Connections from trusted proxies waiting for their header (each holds a thread until it
+    # comes or proxy_timeout passes): all together, and per proxy address (admission.py).
+    max_proxy_pending: int = 256
+    max_proxy_pending_per_source: int = 128
     # Transport tuning (see the throughput notes in the README).
     ciphers: tuple[str, ...] = GCM_CIPHERS
     window_size: int = 8 * 1024 * 1024  # a channel's window once it runs a session
