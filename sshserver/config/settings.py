@@ -39,9 +39,16 @@ class GatewaySettings:
     # PROXY protocol v1/v2: required from these networks (CIDRs), never parsed from others.
     proxy_protocol: tuple[str, ...] = ()
     proxy_timeout: float = 5.0
+    # Connections from trusted proxies waiting for their header (each holds a thread until it
+    # comes or proxy_timeout passes): all together, and per proxy address (admission.py).
+    max_proxy_pending: int = 256
+    max_proxy_pending_per_source: int = 128
     # Transport tuning (see the throughput notes in the README).
     ciphers: tuple[str, ...] = GCM_CIPHERS
     window_size: int = 8 * 1024 * 1024  # a channel's window once it runs a session
+    # The sum of those large windows at once, all connections together (windowbudget.py): what
+    # clients may have sent that sessions have not read yet. Past it, channels keep the small one.
+    window_budget: int = 512 * 1024 * 1024
     initial_window_size: int = 64 * 1024  # until then: a channel without a request buffers little
     max_packet_size: int = 256 * 1024
     read_size: int = 256 * 1024

@@ -11,7 +11,8 @@ One probe exec at the start of the session (`probe`) picks each tool by absolute
 the system directories, and only a file the exec's user cannot have put there (trusted.py):
 for a non-root user, neither the file nor any directory above it is writable; for root (who
 can write everything anyway), file and directories are owned by root. Paths from the client are
-made absolute before they reach a tool, so none can be taken for an option.
+made absolute before they reach a tool, so none can be taken for an option. What the tools print
+is parsed byte-exact (statoutput.py): a file name, whatever bytes it holds, is one entry.
 """
 
 from __future__ import annotations
@@ -27,13 +28,29 @@ from types import MappingProxyType
 from typing import Any
 
 import paramiko
-from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
+from paramiko.sftp import (
+    CMD_NAME,
+    SFTP_EOF,
+    SFTP_FAILURE,
+    SFTP_NO_SUCH_FILE,
+    SFTP_OK,
+    SFTP_OP_UNSUPPORTED,
+    SFTP_PERMISSION_DENIED,
+)
 
 from sshserver.kube.podrunner import PodRunner, Result, StreamReader, StreamWriter
 from sshserver.observability.logevents import event
+from sshserver.sessions.statoutput import (
+    STAT_FORMAT,
+    MalformedListing,
+    fs_bytes,
+    fs_text,
+    listing_directory,
+    listing_prefix,
+    parse_listing,
+    parse_stat,
+)
 from sshserver.sessions.trusted import TRUSTED_FUNCTIONS
-
-STAT_FORMAT = "%f %s %u %g %X %Y %n"  # raw mode (hex), size, uid, gid, atime, mtime, name
 
 SHELL = "/bin/sh"  # the one program run by a fixed path before any check: the probe itself
 SYSTEM_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin")
@@ -119,37 +136,6 @@ def _error_code(result: Result) -> int:
     if b"permission denied" in text or b"read-only file system" in text:
         return SFTP_PERMISSION_DENIED
     return SFTP_FAILURE
-
-
-_U32, _U64 = (1 << 32) - 1, (1 << 64) - 1
-
-
-def _number(text: str, base: int = 10) -> int | None:
-    """A plain non-negative or negative number as stat prints it; None for anything else
-    (no `_`, no `+`, no spaces: int() would accept those)."""
-    digits = text[1:] if text.startswith("-") else text
-    ok = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
-    if not digits or len(digits) > 24 or any(c not in ok for c in digits):
-        return None
-    return int(text, base)
-
-
-def parse_stat_line(line: str) -> paramiko.SFTPAttributes | None:
-    """One line of `stat -c STAT_FORMAT`; None unless every field fits SFTP v3 (times are
-    unsigned 32-bit there: earlier or later ones are clamped, as OpenSSH's sftp-server does)."""
-    parts = line.split(" ", 6)
-    if len(parts) != 7:
-        return None
-    mode, size, uid, gid, atime, mtime = _number(parts[0], 16), *(_number(p) for p in parts[1:6])
-    if mode is None or size is None or uid is None or gid is None or atime is None or mtime is None:
-        return None
-    if not (0 <= mode <= _U32 and 0 <= size <= _U64 and 0 <= uid <= _U32 and 0 <= gid <= _U32):
-        return None
-    attr = paramiko.SFTPAttributes()
-    attr.st_mode, attr.st_size, attr.st_uid, attr.st_gid = mode, size, uid, gid
-    attr.st_atime, attr.st_mtime = min(max(atime, 0), _U32), min(max(mtime, 0), _U32)
-    attr.filename = posixpath.basename(parts[6]) or parts[6]
-    return attr
 
 
 def resolve_path(cwd: str, path: str) -> str | None:
@@ -316,7 +302,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         result = runner.run(argv)
         if not result.ok:
             return _error_code(result)
-        attr = parse_stat_line(result.stdout.decode(errors="surrogateescape").rstrip("\n"))
+        attr = parse_stat(result.stdout, path)
         return attr if attr is not None else SFTP_FAILURE
 
     @staticmethod
@@ -374,28 +360,31 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         return posixpath.normpath(self._path(path) or self._cwd())
 
     def list_folder(self, path: str) -> list[paramiko.SFTPAttributes] | int:
+        """One exec: find hands the entries to stat in batches; statoutput parses the records
+        byte-exact, so no file name (newlines and all) can forge or hide an entry. `-H` follows
+        the directory itself when it is a symlink, as sftp-server's opendir does."""
         where = self._path(path)
         if where is None:
             return SFTP_NO_SUCH_FILE
-        try:  # `where` starts with "/": no find takes it for an option (busybox's has no `--`)
-            argv = [self._tools["find"], where, "-mindepth", "1", "-maxdepth", "1",
+        directory = listing_directory(where)
+        try:  # `directory` starts with "/": no find takes it for an option (busybox's has no `--`)
+            argv = [self._tools["find"], "-H", directory, "-mindepth", "1", "-maxdepth", "1",
                     "-exec", self._tools["stat"], "-c", STAT_FORMAT, "{}", "+"]
         except ToolError:
             return SFTP_OP_UNSUPPORTED
         result = self._runner.run(argv, limit=MAX_LISTING)
         if not result.ok and not result.stdout:
             return _error_code(result)
-        out = result.stdout
-        if len(out) >= MAX_LISTING:  # cut at the limit: the last line may be a piece of one
-            out = out[:out.rfind(b"\n") + 1]
-        entries = []
-        for line in out.decode(errors="surrogateescape").splitlines():
-            attr = parse_stat_line(line)
-            if attr is not None:
+        entries: list[paramiko.SFTPAttributes] = []
+        records = parse_listing(result.stdout, listing_prefix(directory), complete=len(result.stdout) < MAX_LISTING)
+        try:
+            for attr in records:
                 entries.append(attr)
                 if len(entries) >= MAX_LISTING_ENTRIES:
                     event(log, "sftp_listing_truncated", logging.WARNING, entries=len(entries))
                     break
+        except MalformedListing as exc:
+            event(log, "sftp_listing_malformed", logging.WARNING, entries=len(entries), error=str(exc))
         return entries
 
     def stat(self, path: str) -> paramiko.SFTPAttributes | int:
@@ -476,7 +465,10 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         except ToolError:
             return SFTP_OP_UNSUPPORTED
         result = self._runner.run(argv)
-        return result.stdout.decode(errors="surrogateescape").rstrip("\n") if result.ok else _error_code(result)
+        if not result.ok:
+            return _error_code(result)
+        target = result.stdout[:-1] if result.stdout.endswith(b"\n") else result.stdout  # its own newline only
+        return fs_text(target)
 
     def symlink(self, target_path: str, path: str) -> int:
         # The link's content is the client's string as is (sftp-server does the same), but it is
@@ -512,6 +504,23 @@ class GatewaySFTPServer(paramiko.SFTPServer):
                                   f"too many open directories (at most {MAX_FOLDERS} per session)")
                 return
         super()._send_handle_response(request_number, handle, folder)
+
+    def _read_folder(self, request_number: int, folder: paramiko.SFTPHandle) -> None:
+        """paramiko's, with names sent as the bytes the container holds: it encodes them (and
+        the `ls -l` long name) as strict UTF-8, so one name that is not UTF-8 failed the whole
+        READDIR, hiding every other entry."""
+        flist = folder._get_next_files()
+        if not flist:
+            self._send_status(request_number, SFTP_EOF)
+            return
+        msg = paramiko.Message()
+        msg.add_int(request_number)
+        msg.add_int(len(flist))
+        for attr in flist:
+            msg.add_string(fs_bytes(attr.filename))
+            msg.add_string(fs_bytes(str(attr)))
+            attr._pack(msg)
+        self._send_packet(CMD_NAME, msg)
 
     def finish_subsystem(self) -> None:
         for handle in list(self.file_table.values()):

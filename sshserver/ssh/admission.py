@@ -8,6 +8,13 @@ threads (login and end of a connection), under one lock. It answers:
   connections on, refuse with probability RATE% rising linearly to 100% at FULL), a cap of
   unauthenticated connections per source address (one host cannot take every slot), and a cap
   of all connections per source address;
+- before the PROXY header of a trusted proxy's connection is read (the client's address is not
+  known yet, so admit() cannot run): a global cap of such held connections, and a cap per proxy
+  address. Each held connection has its thread and socket until the header comes or
+  proxy_timeout passes, and a proxy that sends the header only with the client's first bytes
+  (as AWS NLB does) lets silent clients behind it hold places: the global cap bounds their
+  memory, the per-proxy cap keeps one proxy's silent clients from taking every place from the
+  clients of the other proxies (load balancer nodes, zones);
 - at login: a cap of connections per identity (key fingerprint), as one grant holder must not
   take the replica's threads.
 
@@ -62,6 +69,8 @@ class Limits:
     per_source_unauthenticated: int = 32
     per_source: int = 256
     per_identity: int = 64
+    proxy_pending: int = 256  # connections waiting for their PROXY header, all proxies together
+    proxy_pending_per_source: int = 128  # ... from one proxy address: half, so two proxies always fit
 
 
 class Admission:
@@ -74,6 +83,7 @@ class Admission:
         self._by_source: Counter[str] = Counter()
         self._by_identity: Counter[str] = Counter()
         self._held = 0  # connections from a trusted proxy whose PROXY header is not read yet
+        self._held_by_proxy: Counter[str] = Counter()
 
     def admit(self, source: str) -> str | None:
         """Takes an unauthenticated place for `source`; returns why not, or None when admitted."""
@@ -93,18 +103,28 @@ class Admission:
             self._by_source[source] += 1
         return None
 
-    def hold(self) -> str | None:
-        """A place for a trusted proxy's connection until its header names the source (then
-        admit() decides and unhold() gives this back); as many as FULL at once."""
+    def hold(self, proxy: str | None = None) -> str | None:
+        """A place for a connection from the trusted proxy at address `proxy` until its header
+        names the client (then admit() decides and unhold(proxy) gives this back); returns why
+        not, or None when held. Called by the accept loop. `proxy` None counts only globally
+        (callers that do not pass the address yet)."""
+        lim = self.limits
         with self._lock:
-            if self._held >= self.limits.startups.full:
+            if self._held >= lim.proxy_pending:
                 return "too many connections waiting for their PROXY header"
+            if proxy is not None and self._held_by_proxy[proxy] >= lim.proxy_pending_per_source:
+                return "too many connections waiting for their PROXY header from this proxy"
             self._held += 1
+            if proxy is not None:
+                self._held_by_proxy[proxy] += 1
         return None
 
-    def unhold(self) -> None:
+    def unhold(self, proxy: str | None = None) -> None:
+        """Gives back hold(proxy)'s place (same `proxy`): the header came, or never will."""
         with self._lock:
             self._held -= 1
+            if proxy is not None:
+                _drop(self._held_by_proxy, proxy)
 
     def identity_full(self, identity: str) -> bool:
         """Whether a login by `identity` would exceed its cap (checked before accepting a key)."""
@@ -135,7 +155,8 @@ class Admission:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {"unauthenticated": self._unauthenticated, "sources": len(self._by_source),
-                    "identities": len(self._by_identity), "held": self._held}
+                    "identities": len(self._by_identity), "held": self._held,
+                    "held_proxies": len(self._held_by_proxy)}
 
 
 def _drop(counter: Counter[str], key: str) -> None:

@@ -1,6 +1,6 @@
 """Fuzz harnesses for what a grant holder (or the API server's stream) feeds a session: SFTP
-paths, stat lines, exit statuses, exec WebSocket frames, and environment variables on their
-way into the container's argv. Anything but the intended result or error fails."""
+paths, stat output (file names of any bytes), exit statuses, exec WebSocket frames, and
+environment variables on their way into the container's argv. Anything but the intended result or error fails."""
 
 from __future__ import annotations
 
@@ -24,7 +24,17 @@ from sshserver.kube.execstream import ExecStream
 from sshserver.kube.exitstatus import TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import Result
 from sshserver.sessions.execsession import build_command
-from sshserver.sessions.sftpgateway import SHELL, STAT_FORMAT, PodFileSystem, Tools, parse_stat_line, resolve_path
+from sshserver.sessions.sftpgateway import SHELL, PodFileSystem, Tools, resolve_path
+from sshserver.sessions.statoutput import (
+    STAT_FORMAT,
+    MalformedListing,
+    fs_bytes,
+    listing_directory,
+    listing_prefix,
+    parse_fields,
+    parse_listing,
+    parse_stat,
+)
 from tests.fuzz.settings import FUZZ
 
 # --- SFTP paths -------------------------------------------------------------------------------
@@ -44,7 +54,7 @@ class RecordingRunner:
 
 TOOLS = Tools({t: f"/bin/{t}" for t in ("stat", "find", "cat", "tail", "dd", "mkdir", "mv", "rm", "rmdir", "readlink",
                                          "ln", "chmod", "chown", "touch", "truncate")})
-FIXED = {"-L", "-c", STAT_FORMAT, "--", "-mindepth", "1", "-maxdepth", "-exec", "{}", "+", "-f", "-s", "sh"}
+FIXED = {"-L", "-H", "-c", STAT_FORMAT, "--", "-mindepth", "1", "-maxdepth", "-exec", "{}", "+", "-f", "-s", "sh"}
 
 
 def _run_every_operation(path: str, other: str) -> RecordingRunner:
@@ -82,18 +92,66 @@ def test_fuzz_sftp_paths_reach_tools_only_as_absolute_operands(path: str, other:
             assert word in FIXED or word.startswith("/"), (argv, word)
 
 
-# --- stat lines -------------------------------------------------------------------------------
+# --- stat output ------------------------------------------------------------------------------
 
 numbers = st.one_of(st.integers(-(1 << 70), 1 << 70).map(str), st.text(alphabet="0123456789-+_ xaf", max_size=30))
+field_texts = st.one_of(st.text(), st.builds(lambda f: " ".join(f), st.lists(numbers, min_size=5, max_size=8)))
+# What a file name can hold: any byte but `/` and NUL.
+names = st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"/", b"").replace(b"\0", b"")).filter(
+    lambda b: b not in (b"", b".", b".."))
+name_bytes = st.sampled_from([b"\n", b" ", b"81a4 5 0 0 0 0 ", b"\xff", b"a", b"\t"])
+tricky_names = st.lists(name_bytes, min_size=1, max_size=8).map(b"".join).filter(lambda b: b not in (b".", b".."))
+directories = st.one_of(st.just("/"), st.text(alphabet="/.a\n 81", max_size=20).map(lambda t: "/" + t))
+
+
+def _packs(attr: paramiko.SFTPAttributes) -> None:
+    attr._pack(paramiko.Message())  # what the SFTP server sends: every field fits its wire type
 
 
 @FUZZ
-@given(st.one_of(st.text(), st.builds(lambda f: " ".join(f), st.lists(numbers, min_size=6, max_size=8))))
-def test_fuzz_stat_lines_parse_or_give_none_and_always_pack(line: str) -> None:
-    attr = parse_stat_line(line)
+@given(field_texts)
+def test_fuzz_stat_fields_parse_or_give_none_and_always_pack(fields: str) -> None:
+    attr = parse_fields(fs_bytes(fields), "n")
     if attr is not None:
-        msg = paramiko.Message()
-        attr._pack(msg)  # what the SFTP server sends: every field fits its wire type
+        _packs(attr)
+
+
+@FUZZ
+@given(directories, st.lists(st.tuples(st.one_of(names, tricky_names), st.integers(0, (1 << 64) - 1),
+                                       st.integers(0, (1 << 32) - 1)), max_size=8, unique_by=lambda t: t[0]))
+def test_fuzz_listing_names_round_trip_exactly(where: str, files: list[tuple[bytes, int, int]]) -> None:
+    """stat's output for any names (newlines, forged records, bytes that are not UTF-8) gives
+    back exactly these entries: none forged, none hidden."""
+    prefix = listing_prefix(listing_directory(where))
+    out = b"".join(b"%x %d 0 0 %d %d " % (0o100644, size, mtime, mtime) + prefix + name + b"\n"
+                   for name, size, mtime in files)
+    got = [(fs_bytes(a.filename), a.st_size, a.st_mtime) for a in parse_listing(out, prefix)]
+    assert got == [(name, size, mtime) for name, size, mtime in files]
+    for cut in range(len(out)):  # cut at a limit: whole records only, in order
+        partial = [(fs_bytes(a.filename), a.st_size, a.st_mtime) for a in parse_listing(out[:cut], prefix, False)]
+        assert partial == got[:len(partial)]
+
+
+@FUZZ
+@given(st.one_of(st.binary(), st.lists(st.one_of(st.binary(max_size=8), st.sampled_from(
+    [b"\n", b" ", b"/d/", b"81a4 1 0 0 0 0 ", b"\0"])), max_size=12).map(b"".join)), st.booleans())
+def test_fuzz_any_listing_output_gives_entries_or_malformed(out: bytes, complete: bool) -> None:
+    try:
+        for attr in parse_listing(out, b"/d/", complete):
+            assert attr.filename and "/" not in attr.filename and "\0" not in attr.filename
+            _packs(attr)
+    except MalformedListing:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=60), names)
+def test_fuzz_a_single_stat_is_exactly_its_path_or_none(out: bytes, name: bytes) -> None:
+    path = "/d/" + name.decode("utf-8", "surrogateescape")
+    attr = parse_stat(out, path)
+    if attr is not None:
+        assert out.endswith(b" " + fs_bytes(path) + b"\n") and fs_bytes(attr.filename) == name
+        _packs(attr)
 
 
 # --- exit status ------------------------------------------------------------------------------

@@ -111,6 +111,55 @@ def test_admission_per_source_and_per_identity() -> None:
     assert adm.authenticated("a", "key1")
 
 
+def test_connections_waiting_for_a_proxy_header_are_capped_in_all_and_per_proxy() -> None:
+    adm = Admission(Limits(proxy_pending=5, proxy_pending_per_source=3))
+    assert all(adm.hold("10.0.0.1") is None for _ in range(3))
+    assert "from this proxy" in (adm.hold("10.0.0.1") or "")  # its own cap: 3
+    assert adm.hold("10.0.0.2") is None and adm.hold("10.0.0.2") is None  # another proxy still gets in
+    assert adm.counts()["held"] == 5
+    why = adm.hold("10.0.0.3")  # a third proxy, under its own cap, but all places are taken
+    assert why is not None and "PROXY header" in why and "from this proxy" not in why
+    adm.unhold("10.0.0.1")  # a header came: its place goes back to that proxy and to the total
+    assert adm.hold("10.0.0.1") is None
+    assert adm.hold("10.0.0.3") is not None
+    adm.unhold("10.0.0.2")
+    assert adm.hold("10.0.0.3") is None
+    for proxy in ["10.0.0.1"] * 3 + ["10.0.0.2", "10.0.0.3"]:
+        adm.unhold(proxy)
+    assert adm.counts()["held"] == 0 and adm.counts()["held_proxies"] == 0  # nothing kept per proxy
+
+
+def test_holding_from_many_threads_never_passes_the_caps() -> None:
+    adm = Admission(Limits(proxy_pending=40, proxy_pending_per_source=15))
+    held: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        proxy = f"10.0.0.{i % 4}"
+        start.wait()
+        for _ in range(50):
+            if adm.hold(proxy) is None:
+                with lock:
+                    held.append(proxy)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(held) == adm.counts()["held"] == 40
+    assert all(held.count(f"10.0.0.{i}") <= 15 for i in range(4))
+
+
+def test_a_hold_without_a_proxy_address_counts_only_in_all() -> None:
+    adm = Admission(Limits(proxy_pending=4, proxy_pending_per_source=1))
+    assert all(adm.hold() is None for _ in range(3))
+    assert adm.hold("10.0.0.1") is None and adm.hold("10.0.0.2") is not None  # the total is reached
+    adm.unhold()
+    assert adm.hold("10.0.0.2") is None
+
+
 # --- the running gateway ------------------------------------------------------------------------
 
 

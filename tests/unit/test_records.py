@@ -7,7 +7,7 @@ from pathlib import Path
 from sshserver.observability.audit import AuditTrail
 from sshserver.observability.recording import Recording
 from sshserver.sessions.execsession import missing_tool_hint
-from sshserver.sessions.sftpgateway import parse_stat_line
+from sshserver.sessions.statoutput import parse_stat
 
 
 def test_recording_is_valid_asciicast_and_splits_utf8_safely(tmp_path: Path) -> None:
@@ -35,12 +35,14 @@ def test_audit_lines_are_json_with_time_and_event() -> None:
 
 
 def test_stat_lines_from_busybox_and_coreutils() -> None:
-    attr = parse_stat_line("81a4 1234 0 10 1700000000 1700000001 /tmp/dir/a file with spaces")
+    path = "/tmp/dir/a file with spaces"
+    attr = parse_stat(b"81a4 1234 0 10 1700000000 1700000001 /tmp/dir/a file with spaces\n", path)
     assert attr is not None
     assert (attr.st_mode, attr.st_size, attr.st_uid, attr.st_gid) == (0o100644, 1234, 0, 10)
     assert (attr.st_atime, attr.st_mtime, attr.filename) == (1700000000, 1700000001, "a file with spaces")
-    assert parse_stat_line("garbage") is None
-    assert parse_stat_line("zz 1 2 3 4 5 name") is None
+    assert parse_stat(b"garbage\n", path) is None
+    assert parse_stat(b"zz 1 2 3 4 5 /tmp/dir/a file with spaces\n", path) is None
+    assert parse_stat(b"81a4 1 0 0 0 0 /tmp/dir/other\n", path) is None  # not the path asked for
 
 
 def test_hints_for_missing_transfer_tools() -> None:

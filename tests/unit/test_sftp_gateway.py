@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -16,7 +17,17 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_OPENDIR, CMD_READ, CMD_WRITE, SFTP_OK, SFTP_OP_UNSUPPORTED
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_NAME,
+    CMD_OPENDIR,
+    CMD_READ,
+    CMD_READDIR,
+    CMD_WRITE,
+    SFTP_OK,
+    SFTP_OP_UNSUPPORTED,
+)
 
 from sshserver.kube.exitstatus import ExitStatus
 from sshserver.kube.podrunner import Result
@@ -168,7 +179,8 @@ def test_a_path_is_never_an_option(pair: Pair, path: str) -> None:
     with pytest.raises(IOError):
         pair.sftp.stat(path)
     assert sorted(os.listdir(pair.home)) == ["keep1", "keep2"]
-    assert all(not a[1].startswith("-") for a in pair.runner.argvs if a[0].endswith("/find"))
+    finds = [a for a in pair.runner.argvs if a[0].endswith("/find")]
+    assert finds and all(a[1] == "-H" and a[2].startswith("/") for a in finds)
 
 
 def test_relative_paths_are_taken_from_home_and_never_start_with_a_dash() -> None:
@@ -280,3 +292,143 @@ def test_a_listing_keeps_a_bounded_number_of_entries(pair: Pair, monkeypatch: py
     for i in range(12):
         (pair.home / f"f{i}").write_text("x")
     assert len(pair.sftp.listdir(".")) == 5
+
+
+# --- file names of any bytes -------------------------------------------------------------------
+
+# Each would have been an entry that does not exist, or none at all, in a line-based listing:
+# stat prints names raw, and busybox has no way to quote them.
+STRANGE_NAMES = [
+    b"a\n81a4 5 0 0 0 0 forged",  # a forged record ("forged", 5 bytes) after the newline
+    b"b\n",  # the newline ends the name: a line-based parser would drop it
+    b"\nc",
+    b"\n\n",
+    b"tab\there", b"quote'\"", b" spaced ", b"back\\slash", b"-dash", b"{}", b"*",
+    b"\xff\xfe not utf-8", b"\x01\x7f",
+    b"81a4 5 0 0 0 0 lookalike",
+]
+
+
+def _strange_dir(root: Path) -> dict[bytes, int]:
+    """Files of the STRANGE_NAMES (sizes 1, 2, …) and a directory, in `root`; name -> size."""
+    sizes: dict[bytes, int] = {}
+    for i, name in enumerate(STRANGE_NAMES, 1):
+        with open(os.path.join(os.fsencode(root), name), "wb") as f:
+            f.write(b"x" * i)
+        sizes[name] = i
+    os.mkdir(os.path.join(os.fsencode(root), b"dir\n81a4 7 0 0 0 0 "))
+    return sizes
+
+
+def _busybox_tools(tmp_path: Path) -> Tools:
+    """find and stat as busybox applets (a multi-call binary picks the applet by its name)."""
+    busybox = shutil.which("busybox")
+    assert busybox is not None
+    bin_dir = tmp_path / "busybox-bin"
+    bin_dir.mkdir()
+    for tool in ("find", "stat"):
+        (bin_dir / tool).symlink_to(busybox)
+    return Tools({"find": str(bin_dir / "find"), "stat": str(bin_dir / "stat")})
+
+
+TOOLSETS = ["coreutils", *(["busybox"] if shutil.which("busybox") else [])]
+
+
+def _filesystem(tmp_path: Path, toolset: str) -> tuple[PodFileSystem, Path]:
+    home = tmp_path / "home"
+    home.mkdir()
+    runner = LocalRunner(home)
+    tools = probe(runner, want_server=False) if toolset == "coreutils" else _busybox_tools(tmp_path)  # type: ignore[arg-type]
+    return PodFileSystem(None, runner=runner, tools=tools), home
+
+
+@pytest.mark.parametrize("toolset", TOOLSETS)
+def test_a_listing_shows_every_name_byte_exact_and_nothing_else(tmp_path: Path, toolset: str) -> None:
+    fs, home = _filesystem(tmp_path, toolset)
+    sizes = _strange_dir(home)
+    entries = fs.list_folder(".")
+    assert not isinstance(entries, int)
+    got = {os.fsencode(a.filename): a for a in entries}
+    assert len(got) == len(entries) == len(sizes) + 1  # no forged entry, none hidden
+    for name, size in sizes.items():
+        assert got[name].st_size == size and stat.S_ISREG(got[name].st_mode or 0), name
+    assert stat.S_ISDIR(got[b"dir\n81a4 7 0 0 0 0 "].st_mode or 0)
+
+
+@pytest.mark.parametrize("toolset", TOOLSETS)
+def test_a_directory_with_a_strange_name_lists_and_stats_exactly(tmp_path: Path, toolset: str) -> None:
+    fs, home = _filesystem(tmp_path, toolset)
+    inner = os.path.join(os.fsencode(home), b"d\n81a4 9 0 0 0 0 \xff")
+    os.mkdir(inner)
+    with open(os.path.join(inner, b"f\nx"), "wb") as f:
+        f.write(b"abc")
+    path = os.fsdecode(inner) + "/"  # paths reach PodFileSystem as paramiko decodes them
+    entries = fs.list_folder(path)
+    assert not isinstance(entries, int)
+    assert [(os.fsencode(a.filename), a.st_size) for a in entries] == [(b"f\nx", 3)]
+    for name, size in _strange_dir(home).items():  # stat and lstat of each name, exact
+        for st in (fs.stat(os.fsdecode(name)), fs.lstat(os.fsdecode(name))):
+            assert not isinstance(st, int) and st.st_size == size and os.fsencode(st.filename) == name, name
+
+
+def test_a_symlinked_directory_lists_its_target_with_or_without_a_trailing_slash(tmp_path: Path) -> None:
+    fs, home = _filesystem(tmp_path, "coreutils")
+    (home / "real").mkdir()
+    (home / "real" / "f").write_text("x")
+    (home / "link").symlink_to(home / "real")
+    for path in ("link", "link/", "link/.", "./link//"):
+        entries = fs.list_folder(path)
+        assert not isinstance(entries, int) and [a.filename for a in entries] == ["f"], path
+
+
+def test_readdir_sends_the_names_bytes_even_when_they_are_not_utf8(pair: Pair) -> None:
+    """paramiko's server encoded names as strict UTF-8: one such name failed the whole READDIR."""
+    sizes = _strange_dir(pair.home)
+    handle = pair.sftp._request(CMD_OPENDIR, ".")[1].get_binary()
+    names: list[bytes] = []
+    while True:
+        try:
+            t, msg = pair.sftp._request(CMD_READDIR, handle)
+        except EOFError:  # SFTP_EOF: the listing is over
+            break
+        assert t == CMD_NAME
+        for _ in range(msg.get_int()):
+            names.append(msg.get_string())
+            msg.get_string()  # the long name
+            paramiko.SFTPAttributes._from_msg(msg)
+    pair.sftp._request(CMD_CLOSE, handle)
+    assert sorted(names) == sorted([*sizes, b"dir\n81a4 7 0 0 0 0 "])
+
+
+class _CannedRunner:
+    """Answers the listing exec with given bytes (stat's output, cut at the limit or forged)."""
+
+    def __init__(self, out: bytes) -> None:
+        self.out = out
+
+    def run(self, argv: list[str], stdin: bytes | None = None, limit: int = 1 << 30) -> Result:
+        return Result(ExitStatus(0), self.out[:limit], b"")
+
+
+def test_a_listing_cut_at_the_limit_keeps_only_whole_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sshserver.sessions.sftpgateway as sftp_local
+
+    records = b"81a4 1 0 0 0 0 /d/one\n81a4 2 0 0 0 0 /d/two\nthree\n"
+    tools = Tools({"find": "/bin/find", "stat": "/bin/stat"})
+    for cut in range(len(records) + 1):
+        monkeypatch.setattr(sftp_local, "MAX_LISTING", cut if cut < len(records) else 1 << 20)
+        fs = PodFileSystem(None, runner=_CannedRunner(records), tools=tools)  # type: ignore[arg-type]
+        entries = fs.list_folder("/d")
+        assert not isinstance(entries, int)
+        got = [(a.filename, a.st_size) for a in entries]
+        whole = [("one", 1), ("two\nthree", 2)]
+        assert got == whole if cut >= len(records) else (got == whole[:len(got)] and len(got) < 2), (cut, got)
+
+
+def test_output_of_another_shape_stops_the_listing() -> None:
+    tools = Tools({"find": "/bin/find", "stat": "/bin/stat"})
+    for out in (b"81a4 1 0 0 0 0 /d/a\n81a4 1 0 0 0 0 /elsewhere/b\n", b"81a4 1 0 0 0 0 /d/a\n/d/b\n",
+                b"81a4 1 0 0 0 0 /d/a\n81a4 1 0 0 0 0 /d/b\0c\n"):
+        fs = PodFileSystem(None, runner=_CannedRunner(out), tools=tools)  # type: ignore[arg-type]
+        entries = fs.list_folder("/d")
+        assert not isinstance(entries, int) and [a.filename for a in entries] == ["a"], out

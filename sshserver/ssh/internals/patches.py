@@ -26,6 +26,10 @@
    unaudited, unthrottled and uncounted by max_auth_tries. Every refused publickey request is
    now told to the server object (`publickey_refused`) before the failure is sent.
 
+4. Large receive windows come from a gateway-wide budget (windowbudget.py): grow_window takes the
+   channel's share before growing it, and Channel._set_closed (every way a channel closes, under
+   its lock) gives the share back.
+
 These rely on paramiko internals (AuthHandler._parse_userauth_request, Channel._feed): the version
 range is pinned in pyproject.toml and `install()` refuses to run against a paramiko without them.
 `install()` is idempotent and called when the gateway module is imported; it changes only server
@@ -45,6 +49,8 @@ import paramiko.auth_handler
 import paramiko.channel
 import paramiko.common
 import paramiko.util
+
+from sshserver.ssh.windowbudget import WindowBudget
 
 MAX_KEY_BLOB = 16 * 1024  # OpenSSH certificates with many principals stay well under this
 MAX_KEY_FIELD = 2 * 1024 + 1  # a 16384-bit RSA modulus as an mpint
@@ -249,16 +255,31 @@ def _guard_info_response(original: Callable[[Any, paramiko.Message], None]) -> C
     return _parse_userauth_info_response
 
 
-def grow_window(channel: paramiko.Channel, size: int) -> None:
-    """Raises the channel's receive window to `size`, telling the client by WINDOW_ADJUST.
+def grow_window(channel: paramiko.Channel, size: int, budget: WindowBudget | None = None) -> bool:
+    """Raises the channel's receive window to `size`, telling the client by WINDOW_ADJUST; True
+    when it did.
 
     paramiko opens every channel with the Transport's `default_window_size` and has no call to
     change it afterwards; the gateway opens channels with a small window (no request yet: little
-    to buffer) and grows it here once the channel runs a session. Any thread may call it.
+    to buffer) and grows it here once the channel runs a session. With a `budget`, the channel
+    first takes `size` bytes of it, and keeps its small window when there are not that many left
+    (it still works, at a lower rate); the share goes back when the channel closes
+    (_release_window). Any thread may call it.
     """
+    grant = None
+    if budget is not None:
+        with channel.lock:
+            if channel.closed or size <= channel.in_window_size:
+                return False
+        grant = budget.take(size)
+        if grant is None:
+            return False
     with channel.lock:
-        if channel.closed or size <= channel.in_window_size:
-            return
+        if channel.closed or size <= channel.in_window_size or getattr(channel, "podssh_window_grant", None):
+            if grant is not None:
+                grant.release()
+            return False
+        channel.podssh_window_grant = grant  # type: ignore[attr-defined]
         delta = size - channel.in_window_size
         channel.in_window_size = size
         channel.in_window_threshold = size // 10
@@ -269,6 +290,23 @@ def grow_window(channel: paramiko.Channel, size: int) -> None:
     m.add_int(delta)
     with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # the client may be gone
         channel.transport._send_user_message(m)
+    return True
+
+
+def _release_window(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Channel._set_closed gives the channel's window grant back. paramiko calls it, holding the
+    channel's lock, on every way a channel closes: close(), the peer's CLOSE, the Transport's
+    end; on the thread doing that (the budget's lock is never held while taking a channel's)."""
+
+    def _set_closed(self: Any) -> None:
+        original(self)
+        grant = getattr(self, "podssh_window_grant", None)
+        if grant is not None:
+            self.podssh_window_grant = None
+            grant.release()
+
+    _set_closed.podssh_guard = True  # type: ignore[attr-defined]
+    return _set_closed
 
 
 def install() -> None:
@@ -281,6 +319,7 @@ def install() -> None:
         for owner, attr in ((handler, "_parse_userauth_request"), (handler, "_send_auth_result"),
                             (handler, "_parse_userauth_info_response"),
                             (channel, "_feed"), (channel, "_feed_extended"), (channel, "_set_window"),
+                            (channel, "_set_closed"),
                             (paramiko.Transport, "_channel_handler_table"),
                             (paramiko.Transport, "_auth_trigger")):
             if getattr(owner, attr, None) is None:
@@ -300,6 +339,7 @@ def install() -> None:
         handler._send_auth_result = _report_refused_publickey(handler._send_auth_result)
         channel._feed = _bounded_feed(channel._feed)
         channel._feed_extended = _bounded_feed_extended(channel._feed_extended)
+        channel._set_closed = _release_window(channel._set_closed)
         # The Transport dispatches channel messages through a table of the original functions.
         table = paramiko.Transport._channel_handler_table
         table[paramiko.common.MSG_CHANNEL_DATA] = channel._feed
