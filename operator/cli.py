@@ -84,6 +84,13 @@ def _admission_flags(serve: argparse.ArgumentParser) -> None:
              "client address is then used; never parsed from other peers (default: off)")
     add("--proxy-timeout", type=float, default=d.proxy_timeout, metavar="SECONDS",
         help="for the PROXY header to arrive (default: %(default)s)")
+    add("--max-proxy-pending", type=_positive, default=d.max_proxy_pending, metavar="N",
+        help="connections from trusted proxies waiting for their PROXY header (default: %(default)s)")
+    add("--max-proxy-pending-per-source", type=_positive, default=d.max_proxy_pending_per_source, metavar="N",
+        help="... of them from one proxy address (default: %(default)s)")
+    add("--window-budget", type=_positive, default=d.window_budget // (1024 * 1024), metavar="MIB",
+        help="the large receive windows of all channels together; past it, channels keep the small "
+             "window and run slower (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +300,8 @@ def serve(args: argparse.Namespace) -> int:
         max_connections_per_key=args.max_connections_per_key, max_sessions=args.max_sessions,
         max_channels=args.max_channels, version_timeout=args.version_timeout,
         proxy_protocol=args.proxy_protocol, proxy_timeout=args.proxy_timeout, impersonate=args.impersonate,
+        max_proxy_pending=args.max_proxy_pending, max_proxy_pending_per_source=args.max_proxy_pending_per_source,
+        window_budget=args.window_budget * 1024 * 1024,
         drain_timeout=args.drain_timeout, shutdown_delay=args.shutdown_delay, record_dir=args.record_dir,
         hang_up=args.hang_up, revoked_keys=revoked, api_keepalive=args.api_keepalive,
         api_keepalive_timeout=args.api_keepalive_timeout,

@@ -66,6 +66,7 @@ from sshserver.ssh.internals import eow, fastpipe, patches
 from sshserver.ssh.internals import transport as transports
 from sshserver.ssh.proxyprotocol import ProxyHeaderError, TrustedProxies, format_peer, read_header
 from sshserver.ssh.throttle import FailureThrottle
+from sshserver.ssh.windowbudget import WindowBudget
 
 log = logging.getLogger("podssh.gateway")
 
@@ -97,7 +98,11 @@ class Gateway:
             startups=Startups(min(settings.startups_start, settings.max_unauthenticated), settings.startups_rate,
                               settings.max_unauthenticated),
             per_source_unauthenticated=settings.max_unauthenticated_per_source,
-            per_source=settings.max_connections_per_source, per_identity=settings.max_connections_per_key))
+            per_source=settings.max_connections_per_source, per_identity=settings.max_connections_per_key,
+            proxy_pending=settings.max_proxy_pending,
+            proxy_pending_per_source=settings.max_proxy_pending_per_source))
+        self.window_budget = WindowBudget(settings.window_budget)
+        self.metrics.window_budget_used.set_function(lambda: float(self.window_budget.used))
         self.proxies = TrustedProxies(settings.proxy_protocol)
         self._refusals: dict[str, tuple[float, int]] = {}  # reason: (last logged, refused since)
         self._draining = threading.Event()  # shutting down: report not ready
@@ -159,17 +164,17 @@ class Gateway:
                 continue
             peer = format_peer((addr[0], addr[1]))
             proxied = bool(self.proxies) and self.proxies.covers(addr[0])
-            why = self.admission.hold() if proxied else self.admission.admit(addr[0])
+            why = self.admission.hold(addr[0]) if proxied else self.admission.admit(addr[0])
             if why is not None:
                 self._refuse(client, peer, why)
                 continue
             self.metrics.connections_total.labels("accepted").inc()
             try:
-                threading.Thread(target=self._handle, args=(client, peer, proxied), daemon=True,
+                threading.Thread(target=self._handle, args=(client, peer, addr[0] if proxied else None), daemon=True,
                                  name=f"conn-{peer}").start()
             except RuntimeError as exc:  # "can't start new thread": this one is refused, not the loop
                 if proxied:
-                    self.admission.unhold()
+                    self.admission.unhold(addr[0])
                 else:
                     self.admission.released(addr[0], None, authenticated=False)
                 event(log, "connection_refused", logging.WARNING, peer=peer, reason=f"no thread: {exc}"[:200])
@@ -204,12 +209,14 @@ class Gateway:
             return None
         return proxy if header.source is None else format_peer(header.source)
 
-    def _handle(self, client: socket.socket, peer: str, proxied: bool = False) -> None:
+    def _handle(self, client: socket.socket, peer: str, held_for: str | None = None) -> None:
+        """The supervisor of one connection (its own thread, "conn-ADDR"): see the thread map.
+        `held_for` is the trusted proxy's address when its PROXY header is still to be read."""
         accepted = time.monotonic()
         proxy = None
-        if proxied:
+        if held_for is not None:
             proxy, real = peer, self._proxied_peer(client, peer)
-            self.admission.unhold()
+            self.admission.unhold(held_for)
             why = "invalid PROXY header" if real is None else self.admission.admit(real.rsplit(":", 1)[0])
             if why is not None:
                 self._refuse(client, real or peer, why)
@@ -381,7 +388,7 @@ class Gateway:
             event(log, "session_refused", logging.WARNING, conn=conn.id, reason=f"no thread: {exc}"[:200])
             return False
         # Only a channel that runs something gets the full window (see patches.grow_window).
-        patches.grow_window(session.channel, self.settings.window_size)
+        patches.grow_window(session.channel, self.settings.window_size, self.window_budget)
         return True
 
     @property

@@ -42,6 +42,9 @@ class Metrics:
         self.sessions_ended = Counter(
             "podssh_sessions_ended_total", "Finished sessions by reason.", ["reason"], registry=r)
         self.grants = Gauge("podssh_access_grants", "Grants in the access snapshot in force.", registry=r)
+        self.window_budget_used = Gauge(
+            "podssh_window_budget_used_bytes",
+            "Bytes of large channel receive windows granted, out of --window-budget.", registry=r)
         self.snapshot_age = Gauge(
             "podssh_access_snapshot_age_seconds", "Seconds since the access snapshot was built.", registry=r)
         for kind in SESSION_KINDS:  # export zeros, so rates exist before the first session

@@ -106,8 +106,7 @@ class Admission:
     def hold(self, proxy: str | None = None) -> str | None:
         """A place for a connection from the trusted proxy at address `proxy` until its header
         names the client (then admit() decides and unhold(proxy) gives this back); returns why
-        not, or None when held. Called by the accept loop. `proxy` None counts only globally
-        (callers that do not pass the address yet)."""
+        not, or None when held. Called by the accept loop. `proxy` None counts only globally."""
         lim = self.limits
         with self._lock:
             if self._held >= lim.proxy_pending:

@@ -184,3 +184,15 @@ def test_an_exhausted_budget_is_logged_once_per_interval(caplog: pytest.LogCaptu
     with caplog.at_level("WARNING", logger="podssh.window"):
         assert all(budget.take(LARGE) is None for _ in range(100))
     assert [r.getMessage() for r in caplog.records] == ["window_budget_exhausted"]
+
+
+def test_the_gateway_budget_is_its_setting_and_exported_as_a_metric() -> None:
+    from tests.support.inproc import running_gateway
+
+    with running_gateway([], window_budget=3 * 1024 * 1024) as gw:
+        budget, metrics = gw.gateway.window_budget, gw.gateway.metrics
+        share = budget.take(2 * 1024 * 1024)
+        assert share is not None and budget.take(2 * 1024 * 1024) is None  # 3 MiB: one share of 2 fits
+        assert metrics.registry.get_sample_value("podssh_window_budget_used_bytes") == 2 * 1024 * 1024
+        share.release()
+        assert metrics.registry.get_sample_value("podssh_window_budget_used_bytes") == 0
