@@ -231,7 +231,7 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver.observability.monitoring import MonitoringServer
     from sshserver.ssh import hostkeys
 
-    from .runner import ControlPlane, ControlPlaneError
+    from .controlplane import ControlPlane, ControlPlaneError
 
     configure(args.log_level)
     banner = args.banner
@@ -385,7 +385,7 @@ def host_cert(args: argparse.Namespace) -> int:
 def run_operator(args: argparse.Namespace) -> int:
     from sshserver.grants.access import AccessStore
 
-    from .runner import ControlPlane, ControlPlaneError
+    from .controlplane import ControlPlane, ControlPlaneError
 
     configure(args.log_level)
     control = ControlPlane(_load_kube(args), AccessStore(), resync_interval=args.resync_interval)

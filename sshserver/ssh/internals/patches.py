@@ -7,7 +7,7 @@
    with the GIL held, before any signature check (and a DH `e` during key exchange the same).
    `int.from_bytes` does the same conversion in linear time; the semantics are identical
    (big-endian two's complement unless `always_positive`; sign extension to a multiple of 4
-   bytes does not change the value), which tests/unit/test_paramiko_patches.py checks against
+   bytes does not change the value), which tests/unit/ssh/test_paramiko_patches.py checks against
    paramiko's own function with hypothesis. `deflate_long` (the way back, 4 bytes at a time,
    run by `key.asbytes()`) is quadratic as well and replaced by `int.to_bytes` the same way.
    Every module that bound either function by name is re-pointed too.

@@ -19,7 +19,7 @@ from sshoperator.writer import ClusterWriter
 from sshserver.grants.access import AccessSnapshot, AccessStore
 from sshserver.grants.keys import parse_public_key
 from tests.support.fakekube import FakeKube, api_error
-from tests.unit.test_access import compressed_ecdsa_line
+from tests.unit.grants.test_access import compressed_ecdsa_line
 
 from .conftest import sshaccess, stamp
 

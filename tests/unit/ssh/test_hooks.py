@@ -364,7 +364,7 @@ def test_window_change_reaches_the_session_on_that_channel_on_the_transport_thre
         assert [(c, r) for c, r, _ in a.resizes] == [(120, 40), (100, 30)]
         assert [(c, r) for c, r, _ in b.resizes] == [(80, 24)]
         # Called on the Transport thread, in order with the client's messages: the session's
-        # request_resize is what must not block (tests/unit/test_resize.py).
+        # request_resize is what must not block (tests/unit/sessions/test_resize.py).
         assert all(thread is link.server for _, _, thread in a.resizes + b.resizes)
         assert link.state(first).pty == PtyRequest("xterm", 100, 30)
         assert link.state(second).pty is None  # a window-change does not invent a terminal

@@ -19,7 +19,7 @@ from sshoperator.manifests import ssh_config
 
 from sshserver.ssh import hostcerts, hostkeys
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class FakeSecrets:

@@ -48,7 +48,7 @@ from sshserver.sessions.sftpgateway import (
     probe,
     resolve_path,
 )
-from tests.unit.localrunner import LocalRunner
+from tests.unit.sessions.localrunner import LocalRunner
 
 
 class _Server(paramiko.ServerInterface):
