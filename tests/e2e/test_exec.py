@@ -192,3 +192,17 @@ def test_agent_and_remote_forwarding_are_refused_with_a_message(
     assert proc.stdout == b"ran\n"
     assert b"podssh: agent forwarding is not supported" in proc.stderr
     assert b"remote forwarding (-R 19999) is not supported" in proc.stderr
+
+
+def test_channels_past_the_window_budget_still_carry_every_byte(make_gateway, keys: dict[str, SSHKey]) -> None:
+    """--window-budget 1 (MiB) is below one large window: every channel keeps the small one.
+    Uploads and downloads through such channels are slower, never short, and the budget's
+    metric never goes past it."""
+    gw = make_gateway("--window-budget", "1")
+    data = os.urandom(8 * 1024 * 1024)
+    up = gw.ssh(WEB, "md5sum", keys["alice"], input=data, timeout=120)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+    down = gw.ssh(WEB, "head -c 8388608 /dev/zero", keys["alice"], timeout=120)
+    assert (down.returncode, len(down.stdout)) == (0, 8 * 1024 * 1024), down.stderr
+    assert gw.events("window_budget_exhausted")
