@@ -94,6 +94,8 @@ def ssh_config(*, host: str, port: int, alias: str = "podssh", identity: str | N
         "    # The target is the user name; never fall back to other authentication methods.",
         "    PreferredAuthentications publickey",
         "    ServerAliveInterval 30",
+        "    # A replica killed outright refuses connections until its Service drops it (1-3 s).",
+        "    ConnectionAttempts 3",
         "    SendEnv LANG LC_*",
     ]
     if identity:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import ssl
 import subprocess
 import urllib.error
@@ -64,6 +66,46 @@ def test_losing_a_replica_keeps_the_host_key_and_logins(cluster: Cluster, demo: 
         proc = run(demo["command"], f"echo login-{i}")
         assert proc.stdout == f"login-{i}\n", proc.stderr
         assert _host_key(cluster) == key
+    cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)
+    assert _host_key(cluster) == key
+
+
+def _gateway_pid(cluster: Cluster, pod: str) -> int:
+    """The host PID of the gateway process in `pod` (the local cluster's node is this machine):
+    the process whose cgroup names the pod's UID and whose command line is `podssh serve`."""
+    uid = cluster.get("pod", "-n", GW_NS, pod)["metadata"]["uid"]
+    marks = (uid, uid.replace("-", "_"))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroup = (entry / "cgroup").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(m in cgroup for m in marks) and b"serve" in cmdline and any(b"podssh" in a for a in cmdline):
+            return int(entry.name)
+    raise AssertionError(f"no gateway process found for pod {pod}")
+
+
+def test_a_replica_killed_outright_costs_no_login_and_no_host_key_change(cluster: Cluster, demo: dict) -> None:
+    """SIGKILL (no drain, no readiness change first): logins go to the other replica within
+    seconds and then all succeed, and the clients see the same host key all along. Connections
+    that were in the dead process's accept queue at the kill are reset (nothing can answer
+    them); later ones the Service still sends there are refused, which ssh retries
+    (ConnectionAttempts 3 in `podssh ssh-config` and the demo's command)."""
+    import time
+
+    key = _host_key(cluster)
+    victim = cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)[0]
+    os.kill(_gateway_pid(cluster, victim), signal.SIGKILL)
+    killed = time.monotonic()
+    while (first := run(demo["command"], "echo first")).stdout != "first\n":
+        assert time.monotonic() - killed < 5, first.stderr
+    for i in range(10):
+        proc = run(demo["command"], f"echo after-kill-{i}")
+        assert proc.stdout == f"after-kill-{i}\n", proc.stderr
+    assert _host_key(cluster) == key
     cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)
     assert _host_key(cluster) == key
 
