@@ -73,7 +73,7 @@ log = logging.getLogger("podssh.gateway")
 patches.install()  # before any Transport exists: see the module
 
 SUPERVISE_INTERVAL = 0.25
-IDLE_SUPERVISE_INTERVAL = 1.0
+IDLE_SUPERVISE_INTERVAL = 30.0
 
 
 class Gateway:
@@ -236,7 +236,7 @@ class Gateway:
             conn.transport = transport
             eow.install(transport, lambda channel: self._client_stopped_reading(conn, channel))
             # Counted (per-key cap, audit) before anything the client sends under the login.
-            transports.on_login(transport, lambda: self.note_authenticated(conn))
+            transports.on_login(transport, lambda: self._logged_in(conn, transport))
             handshake = threading.Event()
             try:
                 transport.start_server(event=handshake, server=GatewayServer(self, conn))
@@ -260,8 +260,10 @@ class Gateway:
                     elif time.monotonic() > deadline:
                         reason = "login_grace_exceeded"
                         break
-                # Before login this loop enforces the grace time; after it, a dead client is noticed
-                # by the sessions themselves (their channel closes), so it can idle longer.
+                # Before login this loop enforces the grace time. After it, it waits for the next
+                # channel: the Transport's end, a hangup (Connection.hang_up) and the shutdown
+                # (which closes the Transport) wake it; the long timeout is only a safety net, so
+                # an idle connection costs no CPU here.
                 wait = SUPERVISE_INTERVAL if not conn.authenticated.is_set() else IDLE_SUPERVISE_INTERVAL
                 chan = transport.accept(timeout=wait)
                 if chan is not None:
@@ -309,6 +311,11 @@ class Gateway:
               error=(str(exc)[:200] or type(exc).__name__) if exc else "negotiation failed")
         return "handshake_failed"
 
+    def _logged_in(self, conn: Connection, transport: paramiko.Transport) -> None:
+        """Right after USERAUTH_SUCCESS, on the Transport thread (see transports.on_login)."""
+        transports.read_quietly(transport)
+        self.note_authenticated(conn)
+
     def note_authenticated(self, conn: Connection) -> bool:
         """Records a login exactly once, before anything done under it: called by the supervisor,
         by the first channel or global request (paramiko takes those only after authentication)
@@ -354,14 +361,16 @@ class Gateway:
             s.terminate(why)
         for s in sessions:
             s.join(2)
-        if transport is not None:
-            transport.close()
-        client.close()
         conn.forget_all()
         with self._lock:
             self._connections.discard(conn)
         self.metrics.connections.dec()
+        # Recorded before the client can see the close: whoever sees it finds the record.
         self.audit.record("connection_close", conn=conn.id, peer=conn.peer, reason=reason)
+        transports.hang_up_socket(client)  # the Transport thread's read ends now, not at its timeout
+        if transport is not None:
+            transport.close()
+        client.close()
 
     # --- sessions ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from sshserver.grants.access import Grant, Identity
+from sshserver.ssh.internals import transport as transports
 
 if TYPE_CHECKING:
     import paramiko
@@ -92,9 +93,11 @@ class Connection:
         return host[1:-1] if host.startswith("[") else host
 
     def hang_up(self, reason: str) -> None:
-        """Asks the supervisor to end this connection (any thread)."""
+        """Asks the supervisor to end this connection, waking it (any thread)."""
         self.hangup_reason = reason
         self.hangup.set()
+        if self.transport is not None:
+            transports.wake_accept(self.transport)
 
     def channel_state(self, chanid: int) -> ChannelState:
         """The channel's state, created on its first request."""

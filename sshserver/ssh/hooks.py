@@ -111,7 +111,7 @@ class GatewayServer(paramiko.ServerInterface):
         conn = self._conn
         self._accepted = None
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
-            conn.hangup.set()
+            conn.hang_up("too_many_auth_failures")
             return AUTH_FAILED
         public_blob = getattr(key, "public_blob", None)
         blob = public_blob.key_blob if public_blob is not None else key.asbytes()
@@ -169,7 +169,7 @@ class GatewayServer(paramiko.ServerInterface):
                               target=username[:256], attempt=conn.auth_failures, delay=round(delay, 2),
                               reason=why)
         if conn.auth_failures >= self._gw.settings.max_auth_tries:
-            conn.hangup.set()
+            conn.hang_up("too_many_auth_failures")
         if delay:
             time.sleep(delay)  # slows only this connection's own Transport thread
         return AUTH_FAILED
