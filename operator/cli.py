@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--identity", help="private key file to use")
     sc.add_argument("--known-hosts-file", default="~/.ssh/podssh_known_hosts",
                     help="where `podssh known-hosts` output was saved (default: %(default)s)")
+    sc.add_argument("--target", action="append", default=[], metavar="TARGET",
+                    help="a target (NAMESPACE/POD[:CONTAINER] or NAMESPACE/KIND/NAME) that gets a Host block of "
+                         "its own with User set, for scp and rsync (repeatable)")
+    sc.add_argument("--name", action="append", default=[], metavar="HOST",
+                    help="the Host name of the --target at the same position (default: the target with '-' "
+                         "for '/' and ':')")
     kh = sub.add_parser("known-hosts", help="print known_hosts lines for the gateway's host keys (from its Secret)")
     kh.add_argument("--host", required=True, help="the gateway's address, as clients reach it")
     kh.add_argument("--port", type=int, default=22)
@@ -410,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         return known_hosts(args)
     if args.command == "host-cert":
         return host_cert(args)
-    from .manifests import grant_manifest, read_keys, ssh_config
+    from .manifests import config_targets, grant_manifest, read_keys, ssh_config
 
     try:
         if args.command == "grant":
@@ -419,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                                  allow=args.allow, ports=args.port_forward), end="")
         elif args.command == "ssh-config":
             print(ssh_config(host=args.host, port=args.port, alias=args.alias, identity=args.identity,
-                             known_hosts=args.known_hosts_file), end="")
+                             known_hosts=args.known_hosts_file, targets=config_targets(args.target, args.name)),
+                  end="")
     except ValueError as exc:
         return _fail(str(exc))
     return 0

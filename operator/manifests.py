@@ -11,6 +11,7 @@ import yaml
 
 from sshserver.grants.access import GrantError, grant_from_object
 from sshserver.grants.durations import parse_duration
+from sshserver.grants.target import TargetError, parse_target
 
 from . import GROUP, KIND, VERSION
 
@@ -75,19 +76,77 @@ def read_keys(paths: list[Path]) -> list[str]:
     return keys
 
 
+_UNSAFE_IN_CONFIG = "\"#,"
+_PATTERN_CHARS = "*?!"
+
+
+def _config_word(what: str, value: str, extra: str = "") -> str:
+    """A value ssh_config reads as one word: no blanks, quotes, comments or separators (and, for
+    a Host name, no pattern characters, which would make it match other hosts)."""
+    if not value or any(c.isspace() or c in _UNSAFE_IN_CONFIG + extra for c in value):
+        raise ValueError(f"{what} {value!r} cannot be written in ssh_config")
+    return value
+
+
+def config_targets(targets: list[str], names: list[str]) -> list[tuple[str, str]]:
+    """(Host name, target) pairs from repeated --target and --name, paired in order; a target
+    without a name is named after itself ("shop/deploy/web" -> "shop-deploy-web")."""
+    if len(names) > len(targets):
+        raise ValueError("--name given without its --target (one --name per --target, in order)")
+    pairs = []
+    for i, text in enumerate(targets):
+        try:
+            target = parse_target(text)
+        except TargetError as exc:
+            raise ValueError(f"--target {text!r}: {exc}") from None
+        if target.namespace is None:
+            raise ValueError(f"--target {text!r}: name its namespace (NAMESPACE/POD or NAMESPACE/KIND/NAME)")
+        name = names[i] if i < len(names) else str(target).replace("/", "-").replace(":", "-")
+        pairs.append((_config_word("--name", name, _PATTERN_CHARS), str(target)))
+    seen = [name for name, _ in pairs]
+    if len(set(seen)) != len(seen):
+        raise ValueError("--name: each Host name once")
+    return pairs
+
+
 def ssh_config(*, host: str, port: int, alias: str = "podssh", identity: str | None = None,
-               known_hosts: str = "~/.ssh/podssh_known_hosts") -> str:
+               known_hosts: str = "~/.ssh/podssh_known_hosts",
+               targets: list[tuple[str, str]] | None = None) -> str:
     """The gateway's host keys are pinned from `podssh known-hosts` (read from the cluster),
-    never trusted on first use: HostKeyAlias names them the same whatever address is used."""
-    for what, value in (("--host", host), ("--alias", alias), ("--known-hosts-file", known_hosts)):
-        if not value or any(c.isspace() or c in "\"#," for c in value):
-            raise ValueError(f"{what} {value!r} cannot be written in ssh_config")
+    never trusted on first use: HostKeyAlias names them the same whatever address is used.
+
+    `targets` are (Host name, target) pairs: each gets a Host block of its own with `User` set to
+    the target, because scp and rsync read `a/b@host:` as a local path: `scp f shop-web:/tmp/`
+    and `rsync -e ssh dir/ shop-web:/srv/` then work as written."""
+    _config_word("--host", host)
+    _config_word("--alias", alias, _PATTERN_CHARS)
+    _config_word("--known-hosts-file", known_hosts)
+    if identity is not None:
+        _config_word("--identity", identity)
+    pairs = targets or []
+    if alias in {name for name, _ in pairs}:
+        raise ValueError(f"--name {alias!r} is the gateway's --alias")
     lines = [
-        f"# podssh gateway: ssh NAMESPACE/POD@{alias}, scp FILE NAMESPACE/POD@{alias}:PATH",
+        f"# podssh gateway: ssh NAMESPACE/POD@{alias}. scp and rsync read 'NAMESPACE/POD@{alias}:' as a local",
+        f"# path: give the target as the user, scp -o User=NAMESPACE/POD FILE {alias}:/PATH, or as a URL,",
+        f"# scp FILE scp://NAMESPACE%2FPOD@{alias}//PATH, or add a Host per target (podssh ssh-config --target).",
         f"# Pin its host keys first: podssh known-hosts --host {host} --port {port} --alias {alias} > {known_hosts}",
-        f"Host {alias}",
+        *_host_block(alias, host, port, alias, identity, known_hosts, None),
+    ]
+    for name, target in pairs:
+        lines += ["", f"# {target}: ssh {name}, scp FILE {name}:/PATH, rsync -e ssh DIR/ {name}:/PATH"]
+        lines += _host_block(name, host, port, alias, identity, known_hosts, target)
+    return "\n".join(lines) + "\n"
+
+
+def _host_block(name: str, host: str, port: int, alias: str, identity: str | None, known_hosts: str,
+                user: str | None) -> list[str]:
+    """One Host block; every block pins the same keys (HostKeyAlias is the gateway's alias)."""
+    lines = [
+        f"Host {name}",
         f"    HostName {host}",
         f"    Port {port}",
+        *([f"    User {user}"] if user else []),
         f"    HostKeyAlias {alias}",
         f"    UserKnownHostsFile {known_hosts}",
         "    StrictHostKeyChecking yes",
@@ -100,4 +159,4 @@ def ssh_config(*, host: str, port: int, alias: str = "podssh", identity: str | N
     ]
     if identity:
         lines += [f"    IdentityFile {identity}", "    IdentitiesOnly yes"]
-    return "\n".join(lines) + "\n"
+    return lines

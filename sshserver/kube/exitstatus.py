@@ -9,6 +9,9 @@ from dataclasses import dataclass
 NOT_FOUND = 127
 # What OpenSSH reports when the connection, not the command, failed.
 TRANSPORT_ERROR = 255
+# What a refusal by the gateway exits with (unknown pod, not permitted, over a limit, revoked): the
+# same 255 as OpenSSH's own failures, so a script can tell them from the command's own 1.
+REFUSED = 255
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from sshserver import __version__
 
@@ -20,6 +30,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if r is not REGISTRY:  # the default registry has them already
+            # The standard series every Prometheus client exports (process_* for memory, CPU,
+            # file descriptors and start time; python_info; python_gc_*): dashboards and alerts
+            # written for any Python service work on the gateway too.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         Info("podssh_build", "Version of the running podssh.", registry=r).info({"version": __version__})
         self.connections = Gauge("podssh_connections_open", "Open SSH connections.", registry=r)
         self.connections_total = Counter(

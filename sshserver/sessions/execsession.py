@@ -19,7 +19,7 @@ from sshserver.grants.access import SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
-from sshserver.kube.exitstatus import NOT_FOUND, TRANSPORT_ERROR, ExitStatus, parse_status
+from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
@@ -150,7 +150,7 @@ class ExecSession(Session):
         try:
             req = self._prepare()
         except (TargetError, SessionRefused) as exc:
-            return SessionOutcome(EndReason.REFUSED, 1, str(exc))
+            return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
         except ApiError as exc:
             self._services.api_error(exc.reason)
             return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
@@ -265,7 +265,7 @@ class ExecSession(Session):
     def _serve_sftp_here(self, req: ExecRequest, tools: Tools, may_exec: bool) -> SessionOutcome:
         """SFTP served by the gateway: paramiko's server over execs of the probed tools."""
         if not tools.shell_trusted and not may_exec:
-            return SessionOutcome(EndReason.REFUSED, 1, f"sftp: the container's {SHELL} could have been written "
+            return SessionOutcome(EndReason.REFUSED, REFUSED, f"sftp: the container's {SHELL} could have been written "
                                   "by its user; the gateway runs nothing there for an sftp-only grant")
         server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
                                    tools=tools)

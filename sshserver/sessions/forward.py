@@ -10,7 +10,7 @@ import paramiko
 from sshserver.grants.access import Grant, SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
-from sshserver.kube.exitstatus import TRANSPORT_ERROR
+from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.kube.portforwardstream import DATA, ERROR, PortForwardStream
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
@@ -36,7 +36,7 @@ class ForwardSession(Session):
             stream = self._connect()
         except (TargetError, SessionRefused) as exc:
             event(log, "forward_refused", conn=self.conn.id, port=self.port, reason=str(exc))
-            return SessionOutcome(EndReason.REFUSED, 1, str(exc))
+            return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
         except ApiError as exc:  # unreachable or failing API server, or the stream refused
             self._services.api_error(exc.reason)
             return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))

@@ -104,7 +104,7 @@ def test_bare_pod_name_is_searched_in_the_keys_namespaces(gateway: Gateway, keys
     proc = gateway.ssh("deb", "true", keys["alice"])
     assert proc.returncode == 0, proc.stderr
     proc = gateway.ssh("shared", "true", keys["carol"])
-    assert proc.returncode == 1
+    assert proc.returncode == 255
     assert b"ambiguous" in proc.stderr
     assert f"{NS}/shared".encode() in proc.stderr and f"{NS_B}/shared".encode() in proc.stderr
 
@@ -125,7 +125,7 @@ def test_bare_pod_name_is_searched_in_the_keys_namespaces(gateway: Gateway, keys
 def test_refusals_name_the_problem(gateway: Gateway, keys: dict[str, SSHKey], target: str, key: str,
                                    message: bytes) -> None:
     proc = gateway.ssh(target, "true", keys[key])
-    assert proc.returncode == 1
+    assert proc.returncode == 255
     assert proc.stderr.startswith(b"podssh: ")
     assert message in proc.stderr
     assert proc.stderr.count(b"\n") == 1
@@ -134,7 +134,7 @@ def test_refusals_name_the_problem(gateway: Gateway, keys: dict[str, SSHKey], ta
 def test_shell_refused_when_the_grant_allows_only_exec(gateway: Gateway, keys: dict[str, SSHKey]) -> None:
     assert gateway.ssh(WEB, "echo ok", keys["bob"]).stdout == b"ok\n"
     proc = gateway.ssh(WEB, None, keys["bob"], tty=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 255
     assert b"does not allow an interactive shell" in proc.stderr + proc.stdout
 
 

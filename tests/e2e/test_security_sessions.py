@@ -115,7 +115,7 @@ def test_setenv_attack_runs_nothing_and_values_arrive_verbatim(gw: Gateway, pods
     legit = gw.ssh(f"{NS}/bb", None, users["menu"], "-o", 'SetEnv=LC_FOO="a b$(x)"')
     assert legit.stdout == b"[a b$(x)]\n", legit.stderr
     # exec stays refused for this grant
-    assert gw.ssh(f"{NS}/bb", "id", users["menu"]).returncode == 1
+    assert gw.ssh(f"{NS}/bb", "id", users["menu"]).returncode == 255
 
 
 FAKE = "#!/bin/sh\ntouch /tmp/ran-{name}\nexec /bin/{name} \"$@\"\n"
@@ -176,7 +176,7 @@ def test_the_container_sftp_server_serves_only_grants_that_may_exec(
 def test_a_pod_outside_the_grant_is_answered_like_a_missing_one(gw: Gateway, users: dict[str, SSHKey]) -> None:
     hidden = gw.ssh(f"{NS}/hidden:secret-sidecar", "true", users["both"])
     missing = gw.ssh(f"{NS}/nosuch:secret-sidecar", "true", users["both"])
-    assert hidden.returncode == missing.returncode == 1
+    assert hidden.returncode == missing.returncode == 255
     assert hidden.stderr == missing.stderr.replace(b"nosuch", b"hidden")
     assert b"secret-sidecar" not in hidden.stderr and b"Running" not in hidden.stderr
 
