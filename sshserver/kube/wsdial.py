@@ -108,7 +108,9 @@ class ChannelStream:
         while not self._closed.is_set():
             try:
                 opcode, data = self._ws.recv_data(control_frame=True)
-            except (OSError, websocket.WebSocketException):
+            except (OSError, ValueError, websocket.WebSocketException):
+                # ValueError: ssl's "Read on closed or unwrapped SSL socket", when abort() closed
+                # the socket under this read (a client killed mid-stream, found by the soak).
                 return
             self.last_received = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_CLOSE:

@@ -153,3 +153,15 @@ def test_masked_frames_decode_like_any_websocket_frame() -> None:
         key = frame[offset:offset + 4]
         assert key[0] == key[1] == key[2] == key[3]
         assert ABNF.mask(key, frame[offset + 4:]) == b"\x04" + payload
+
+
+def test_a_read_on_a_socket_aborted_under_it_ends_the_stream_quietly() -> None:
+    """abort() from another thread closes the TLS socket under a blocked read, which ssl reports
+    as ValueError; the session saw that as a crash ("internal error") before (soak finding)."""
+    from sshserver.kube.wsdial import ChannelStream
+
+    class AbortedUnderRead:
+        def recv_data(self, control_frame: bool = False) -> tuple[int, bytes]:
+            raise ValueError("Read on closed or unwrapped SSL socket.")
+
+    assert list(ChannelStream(AbortedUnderRead()).messages()) == []  # type: ignore[arg-type]
