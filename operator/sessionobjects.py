@@ -59,7 +59,7 @@ from .sessionbodies import (
 log = logging.getLogger("podssh.sessionobjects")
 
 MERGE = "application/merge-patch+json"
-LEASES = ("coordination.k8s.io", "v1", "leases")
+LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 DROP = frozenset({400, 403, 404, 422})  # retrying a create cannot help: drop that object
 SERIES_WINDOW = 600.0  # seconds an Event series is counted up before a new Event starts
 
@@ -129,6 +129,7 @@ class SessionObjects:
     burst: float = 40.0
     update_every: float = 5.0  # seconds between status patches of one object
     lease_duration: int = 30  # seconds a Lease stays valid without renewal
+    lease_grace: float = 5.0  # seconds more before another replica deems it dead (clock skew)
     renew_every: float = 10.0
     cleanup_every: float = 15.0
     retry_base: float = 1.0
@@ -220,7 +221,7 @@ class SessionObjects:
             self._thread.join(flush_timeout)
         try:
             self._call(lambda **o: self.kube.custom.delete_namespaced_custom_object(
-                *LEASES, self.lease_namespace, lease_name(self.replica), **o))
+                LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, lease_name(self.replica), **o))
         except Exception as exc:
             event(log, "lease_release_failed", logging.WARNING, error=str(exc)[:200])
 
@@ -437,13 +438,14 @@ class SessionObjects:
         lapsed = self.monotonic() - self._renewed > self.lease_duration
         try:
             self._call(lambda **o: self.kube.custom.patch_namespaced_custom_object(
-                *LEASES, self.lease_namespace, name, {"spec": body["spec"]}, _content_type=MERGE, **o))
+                LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, name, {"spec": body["spec"]},
+                _content_type=MERGE, **o))
         except ApiException as exc:
             if exc.status != 404:
                 raise _Pause() from None
             try:
                 self._call(lambda **o: self.kube.custom.create_namespaced_custom_object(
-                    *LEASES, self.lease_namespace, body, **o), ok=(409,))
+                    LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, body, **o), ok=(409,))
             except ApiException as exc2:
                 event(log, "lease_failed", logging.WARNING, lease=f"{self.lease_namespace}/{name}",
                       error=f"{exc2.status} {exc2.reason}")
@@ -465,13 +467,13 @@ class SessionObjects:
         objects = self._call(lambda **o: self.kube.custom.list_cluster_custom_object(
             GROUP, VERSION, SESSION_PLURAL, label_selector=REPLICA_LABEL, **o))
         leases = self._call(lambda **o: self.kube.custom.list_namespaced_custom_object(
-            *LEASES, self.lease_namespace, label_selector=LEASE_LABEL, **o))
+            LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, label_selector=LEASE_LABEL, **o))
         now = self.wall()
         alive = {self.replica}
         expired = []
         for lease in (leases or {}).get("items") or []:
             replica = lease_replica(lease)
-            if replica and lease_alive(lease, now):
+            if replica and lease_alive(lease, now, self.lease_grace):
                 alive.add(replica)
             elif replica and replica != self.replica:
                 expired.append(lease)
@@ -497,7 +499,7 @@ class SessionObjects:
 
     def _reap_lease(self, name: str, replica: str | None) -> None:
         self._call(lambda **o: self.kube.custom.delete_namespaced_custom_object(
-            *LEASES, self.lease_namespace, name, **o), ok=(404,))
+            LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, name, **o), ok=(404,))
         event(log, "lease_reaped", lease=f"{self.lease_namespace}/{name}", replica=replica)
 
     def _prune_series(self, now: float) -> None:
