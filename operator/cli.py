@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -36,6 +38,31 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return int(text)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "on", "1"):
+        return True
+    if text.lower() in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _default_replica() -> str:
+    """The pod's name in a cluster (POD_NAME, from the downward API), else host and process."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _session_object_flags(serve: argparse.ArgumentParser) -> None:
+    add = serve.add_argument
+    add("--session-objects", type=_bool, nargs="?", const=True, default=None, metavar="true|false",
+        help="mirror live sessions as SSHSession objects (kubectl get sshsessions; kubectl delete ends one) "
+             "and post SSHSessionStarted/Ended Events on target pods (default: true when watching the cluster; "
+             "needs the cluster, so not with --access)")
+    add("--replica", default=None, metavar="NAME",
+        help="this replica's name on its SSHSession objects and its Lease (default: $POD_NAME, else HOST-PID)")
+    add("--lease-namespace", default=None, metavar="NAMESPACE",
+        help="where the replicas' Leases live (default: $POD_NAMESPACE, else default)")
 
 
 def _startups(text: str) -> tuple[int, int, int]:
@@ -125,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-unauthenticated", type=_positive, metavar="N",
                        help="the FULL of --max-startups (kept for compatibility)")
     _admission_flags(serve)
+    _session_object_flags(serve)
     serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="after SIGTERM, how long live sessions may go on before they are ended")
     serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
@@ -276,6 +304,16 @@ def serve(args: argparse.Namespace) -> int:
             return _fail(f"cannot listen on {args.metrics[0]}:{args.metrics[1]}: {exc.strerror or exc}")
         monitoring.start()
     control = None
+    if args.session_objects and args.access is not None:
+        return _fail("--session-objects needs the cluster's SSHAccess objects (not --access)")
+    session_objects = None
+    if args.access is None and args.session_objects is not False:
+        from .sessionbodies import dns_label
+        from .sessionobjects import SessionObjects
+
+        session_objects = SessionObjects(
+            kube, dns_label(args.replica or _default_replica(), 63 - len("podssh-gateway-"), "gateway"),
+            args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default")
     if args.access is not None:
         try:
             store = AccessStore(load_access_file(args.access))
@@ -283,7 +321,7 @@ def serve(args: argparse.Namespace) -> int:
             return _fail(str(exc))
     else:
         store = AccessStore()
-        control = ControlPlane(kube, store, resync_interval=args.resync_interval)
+        control = ControlPlane(kube, store, resync_interval=args.resync_interval, session_objects=session_objects)
         try:
             control.start()  # waits (not ready) while the API server cannot be reached
         except ControlPlaneError as exc:
@@ -319,6 +357,10 @@ def serve(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, store, kube, keys, metrics=metrics, audit=audit)
     if control is not None and control.session_events is not None:
         gateway.observers.append(control.session_events)
+    if session_objects is not None:
+        gateway.observers.append(session_objects)
+        session_objects.on_deleted = lambda session_id, namespace, name: _end_deleted(
+            gateway, session_id, namespace, name)
     try:
         gateway.bind()
     except OSError as exc:
@@ -336,6 +378,17 @@ def serve(args: argparse.Namespace) -> int:
         monitoring.stop()
     event(log, "stopped")
     return 0
+
+
+def _end_deleted(gateway: Any, session_id: str, namespace: str, name: str) -> None:
+    """An SSHSession was deleted through the API (kopf's thread): its session ends, with a line
+    to the user, an audit record (session_end_requested, then session_end with reason deleted)."""
+    from sshserver.observability.observer import EndReason
+
+    ended = gateway.end_session(session_id, EndReason.DELETED,
+                                f"this session was ended through the Kubernetes API (sshsession {namespace}/{name} "
+                                "deleted)", via="kubernetes-api", object=f"{namespace}/{name}")
+    event(log, "session_deletion_received", session=session_id, object=f"{namespace}/{name}", ended=ended)
 
 
 def known_hosts(args: argparse.Namespace) -> int:

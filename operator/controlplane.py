@@ -26,6 +26,7 @@ from . import GROUP, PLURAL, VERSION
 from .handlers import build_registry
 from .inventory import Inventory
 from .sessionevents import SessionEvents
+from .sessionobjects import SessionObjects
 from .writer import ClusterWriter
 
 log = logging.getLogger("podssh.operator")
@@ -37,9 +38,12 @@ class ControlPlaneError(Exception):
 
 class ControlPlane:
     def __init__(self, kube: KubeClient, store: AccessStore, resync_interval: float = 30.0,
-                 write_status: bool = True) -> None:
+                 write_status: bool = True, session_objects: SessionObjects | None = None) -> None:
+        """`session_objects`: this replica's SSHSession writer; started and stopped with the
+        control plane, and told by kopf of deleted SSHSessions."""
         self.kube = kube
         self.store = store
+        self.session_objects = session_objects
         self.writer = ClusterWriter(kube) if write_status else None
         self.inventory = Inventory(store, self.writer)
         self.session_events = SessionEvents(self.writer) if self.writer else None
@@ -69,6 +73,8 @@ class ControlPlane:
         """Lists once (so the snapshot is exact before the gateway serves), then starts the threads."""
         if self.writer:
             self.writer.start()
+        if self.session_objects is not None:
+            self.session_objects.start()
         # Without the API server (yet), wait for it: not ready, one log line per attempt.
         self.inventory.replace_all(retry_while_unavailable("SSHAccess objects", self.list_all, log, self._stop))
         event(log, "snapshot_populated", grants=len(self.store.current.grants))
@@ -84,7 +90,8 @@ class ControlPlane:
         """Runs kopf until stopped; restarts it with a growing pause if it ever fails."""
         delay = 1.0
         while not self._stop.is_set():
-            registry = build_registry(self.kube, self.inventory, self.relisted)
+            registry = build_registry(self.kube, self.inventory, self.relisted,
+                                      self.session_objects.deleted if self.session_objects else None)
             try:
                 asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True,
                                           stop_flag=self._stop, ready_flag=self._kopf_ready))
@@ -123,5 +130,7 @@ class ControlPlane:
         for t in self._threads:
             t.join(10)
         self.inventory.close()
+        if self.session_objects is not None:
+            self.session_objects.stop()
         if self.writer:
             self.writer.stop()

@@ -14,7 +14,7 @@ import kopf
 
 from sshserver.kube.client import KubeClient
 
-from . import GROUP, PLURAL, VERSION
+from . import GROUP, PLURAL, SESSION_PLURAL, VERSION
 from .inventory import Inventory
 
 
@@ -37,7 +37,10 @@ def connection_info(kube: KubeClient) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(kube: KubeClient, inventory: Inventory, relisted: Callable[[], None]) -> kopf.OperatorRegistry:
+def build_registry(kube: KubeClient, inventory: Inventory, relisted: Callable[[], None],
+                   session_deleted: Callable[[dict[str, Any]], None] | None = None) -> kopf.OperatorRegistry:
+    """`session_deleted` (SessionObjects.deleted), when given, hears of every SSHSession deleted
+    in the cluster; it picks this replica's own and never blocks (kopf's loop calls it)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -65,5 +68,11 @@ def build_registry(kube: KubeClient, inventory: Inventory, relisted: Callable[[]
         inventory.upsert(raw)
         if type is None:  # an object from a (re-)listing: deletions in a gap are invisible here
             relisted()
+
+    if session_deleted is not None:
+        @kopf.on.event(GROUP, VERSION, SESSION_PLURAL, registry=registry)
+        def on_session_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                session_deleted({k: v for k, v in body.items()})
 
     return registry

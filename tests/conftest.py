@@ -94,10 +94,11 @@ def workloads(cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="session")
 def crd(workloads: Cluster) -> Cluster:
-    """The SSHAccess CRD and the admission policy from manifests/."""
+    """The SSHAccess and SSHSession CRDs and the admission policies from manifests/."""
     workloads.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"),
                       "-f", str(REPO / "manifests" / "admission-policy.yaml"))
-    workloads.kubectl("wait", "--for=condition=established", "crd/sshaccesses.podssh.dev", "--timeout=60s")
+    workloads.kubectl("wait", "--for=condition=established", "crd/sshaccesses.podssh.dev",
+                      "crd/sshsessions.podssh.dev", "--timeout=60s")
     return workloads
 
 

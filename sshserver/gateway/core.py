@@ -25,6 +25,11 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
 - **kopf** (its own event loop), **resync** and **status-writer** (operator/): build new
   AccessSnapshots and swap them into the AccessStore (one assignment), write status and Events.
   The gateway only reads `store.current`; a swap wakes the enforcer.
+- **session-objects** (operator/sessionobjects.py): the SSHSession objects of this replica, its
+  Lease, the cleanup of dead replicas' objects and the Events on target pods. Fed by the
+  registry's observers (a dict update, never a wait); samples `SessionRecord.counters`. When an
+  object is deleted through the API, kopf's thread calls `end_session`, which only asks the
+  session to end (`terminate`, as the enforcer does).
 - **monitoring** (observability/monitoring.py): /metrics, /healthz, /readyz.
 
 Shared state has one owner each: the registry owns the set of live sessions and their grant
@@ -124,6 +129,18 @@ class Gateway:
     def observers(self) -> list[SessionObserver]:
         """Told of every session's start and end (the operator's Events); add before serving."""
         return self.registry.observers
+
+    def end_session(self, session_id: str, reason: EndReason, message: str, **audit: object) -> bool:
+        """Ends one live session from outside (the control plane, on an SSHSession deleted through
+        the API). Any thread; never blocks: `terminate` aborts the stream and the session's own
+        thread tells the user, records the end and reports it. False: no such live session here."""
+        session = self.registry.find(session_id)
+        if session is None or session.done:
+            return False
+        self.audit.record("session_end_requested", conn=session.conn.id, session=session_id, reason=reason,
+                          message=message, **audit)
+        session.terminate(reason, message)
+        return True
 
     def _api_error(self, reason: str) -> None:
         self.metrics.api_errors.labels(reason).inc()

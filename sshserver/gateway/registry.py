@@ -28,6 +28,7 @@ class LiveSession(Protocol):
     """How the registry and the enforcer see a session (sessions.lifecycle.Session is one)."""
 
     conn: Connection
+    id: str
     kind: str
     grant: Grant | None
     resolved: ResolvedTarget | None
@@ -70,6 +71,11 @@ class SessionRegistry:
     def live(self) -> list[LiveSession]:
         with self._lock:
             return list(self._sessions)
+
+    def find(self, session_id: str) -> LiveSession | None:
+        """The live session with this id (SessionRecord.session_id), or None."""
+        with self._lock:
+            return next((s for s in self._sessions if s.id == session_id), None)
 
     def _used(self, grant: Grant) -> int:
         return sum(1 for s in self._sessions if s.grant is not None and s.grant.uid == grant.uid)

@@ -27,6 +27,7 @@ class ResolvedTarget:
     container: str | None  # None for a port forward: ports belong to the pod
     labels: Mapping[str, str]  # the pod's labels when resolved: revocation re-checks selectors on them
     grants: tuple[Grant, ...]  # every grant of the key that covers this container
+    uid: str = ""  # the pod's uid: Events about the pod name it (kubectl describe pod matches on it)
 
 
 def _is_ready(pod: Any) -> bool:
@@ -77,7 +78,8 @@ class PodResolver:
         covering = tuple(g for g in grants if g.covers(namespace, labels, container))
         if not covering:
             raise TargetError(f"not permitted: this key has no grant for container {container!r} of {namespace}/{name}")
-        return ResolvedTarget(namespace, name, container, dict(labels), covering)
+        uid = getattr(pod.metadata, "uid", None) or ""
+        return ResolvedTarget(namespace, name, container, dict(labels), covering, uid)
 
     @staticmethod
     def _reachable(pod: Any, grants: Sequence[Grant]) -> bool:

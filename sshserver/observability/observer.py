@@ -1,11 +1,15 @@
-"""How the data plane reports sessions to whoever listens (the operator writes Events from it).
+"""How the data plane reports sessions to whoever listens (the operator writes Events and the
+SSHSession objects from it).
 
-Observers are called from session threads and must not block: queue the work.
+Observers are called from session threads and must not block: queue the work. A record's
+`counters` may be read later from any thread (the operator's writer samples it every few
+seconds while the session lives): it reads plain attributes and never blocks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -22,6 +26,17 @@ class EndReason(StrEnum):
     IDLE = "idle"  # limits.idleTimeout
     LIMIT = "limit"  # limits.maxSessionDuration, or no place left under maxSessions
     SHUTDOWN = "shutdown"  # the gateway shut down
+    DELETED = "deleted"  # its SSHSession object was deleted through the Kubernetes API
+
+
+@dataclass(frozen=True)
+class SessionCounters:
+    """A live session's traffic so far, as sampled: bytes client → pod, pod → client, and the
+    wall-clock time (epoch seconds) of the last byte either way."""
+
+    bytes_in: int
+    bytes_out: int
+    last_activity: float
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,11 @@ class SessionRecord:
     pod: str
     container: str | None
     peer: str
+    session_id: str = ""  # stable for the session's life, unique across replicas (an SSHSession's label)
+    command: str | None = None  # what an exec runs; "port N" for a forward; None for a shell
+    started_at: float = 0.0  # wall clock, epoch seconds
+    pod_uid: str = ""  # the target pod's uid ("" if unknown): Events about the pod name it
+    counters: Callable[[], SessionCounters] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,7 @@ class ExecSession(Session):
     def _started(self, req: ExecRequest, **fields: object) -> None:
         """The session runs: audit it and tell the registry (metrics, observers)."""
         self._services.audit.record(
-            "session_start", conn=self.conn.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
+            "session_start", conn=self.conn.id, session=self.id, kind=self.kind, namespace=req.namespace, pod=req.pod,
             container=req.container, grant=self.grant.ref if self.grant else None,
             user=self.grant.user if self.grant else None, pty=self.tty,
             command=self.command[:1024] if self.command else None,

@@ -27,6 +27,7 @@ class ForwardSession(Session):
     def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel, port: int) -> None:
         super().__init__(services, conn, channel, SessionKind.FORWARD)
         self.port = port
+        self.command = f"port {port}"
 
     def allowed_by(self, grant: Grant) -> bool:
         return grant.allow.permits(SessionKind.FORWARD, self.port)
@@ -43,8 +44,8 @@ class ForwardSession(Session):
         self._attach(stream, watched=stream)
         r = self.resolved
         assert r is not None and self.grant is not None
-        self._services.audit.record("forward_start", conn=self.conn.id, namespace=r.namespace, pod=r.pod,
-                                    port=self.port, grant=self.grant.ref, user=self.grant.user)
+        self._services.audit.record("forward_start", conn=self.conn.id, session=self.id, namespace=r.namespace,
+                                    pod=r.pod, port=self.port, grant=self.grant.ref, user=self.grant.user)
         self._services.registry.started(self)
         error = self._copy_until_done(stream, self._pump, self._copy_from_pod, "forward-in")
         if error:

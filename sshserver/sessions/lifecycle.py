@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from sshserver.kube.client import Impersonation
 from sshserver.kube.exitstatus import TRANSPORT_ERROR
 from sshserver.kube.keepalive import Pingable
 from sshserver.kube.resolver import ResolvedTarget
-from sshserver.observability.observer import EndReason, SessionOutcome, SessionRecord
+from sshserver.observability.observer import EndReason, SessionCounters, SessionOutcome, SessionRecord
 from sshserver.sessions.services import SessionServices
 from sshserver.ssh.connection import Connection
 
@@ -59,6 +60,10 @@ class Session:
         self.conn = conn
         self.channel = channel
         self.kind = kind
+        # Random rather than counted: replicas name their SSHSession objects after it, and two
+        # replicas count alike.
+        self.id = secrets.token_hex(6)
+        self.command: str | None = None  # what the record calls the session's command (subclasses)
         self._stream: Stream | None = None  # set once connected to the pod
         self._done = threading.Event()
         self._ended_by: EndReason | None = None  # why someone else ended the session
@@ -66,6 +71,7 @@ class Session:
         self.resolved: ResolvedTarget | None = None
         self.grant: Grant | None = None  # written only by the registry (claim, rebind)
         self.started = time.monotonic()
+        self.started_at = time.time()  # the same moment on the wall clock, for whoever shows it
         self.last_activity = self.started
         self.opened = False  # the stream to the pod was established
         self.warned = False  # written only by the enforcer: the one-minute warning was shown
@@ -98,7 +104,13 @@ class Session:
         if g is None or r is None:
             return None
         return SessionRecord(g.namespace, g.name, g.uid, g.user, self.kind, r.namespace, r.pod, r.container,
-                             self.conn.peer)
+                             self.conn.peer, session_id=self.id, command=self.command, started_at=self.started_at,
+                             pod_uid=r.uid, counters=self.counters)
+
+    def counters(self) -> SessionCounters:
+        """The traffic so far (any thread: reads three attributes, never blocks)."""
+        idle = time.monotonic() - self.last_activity
+        return SessionCounters(self.bytes_in, self.bytes_out, time.time() - max(0.0, idle))
 
     def terminate(self, reason: EndReason | str, message: str | None = None) -> None:
         """Ends the session from outside (client gone, revocation, shutdown). Any thread; never
@@ -174,7 +186,7 @@ class Session:
         event, fields = self._end_record(outcome)
         r = self.resolved
         self._services.audit.record(
-            event, conn=self.conn.id, reason=outcome.reason, error=outcome.message,
+            event, conn=self.conn.id, session=self.id, reason=outcome.reason, error=outcome.message,
             namespace=r.namespace if r else None, pod=r.pod if r else None,
             duration_s=round(time.monotonic() - self.started, 3), bytes_in=self.bytes_in,
             bytes_out=self.bytes_out, **fields)

@@ -8,6 +8,7 @@ import shlex
 import signal
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import REPO, Cluster, wait_http
+from tests.support.waiting import wait_for
 
 GW_NS = "podssh-system"
 
@@ -141,3 +143,34 @@ def test_gateway_metrics_and_readiness_in_cluster(cluster: Cluster, demo: dict) 
     assert wait_http(f"http://{ip}:9090/readyz") == b"ready\n"
     text = wait_http(f"http://{ip}:9090/metrics").decode()
     assert "podssh_build_info" in text and "podssh_access_grants" in text
+
+
+def test_the_gateway_may_write_sessions_and_leases_and_users_see_them(cluster: Cluster, demo: dict) -> None:
+    assert _as_gateway(cluster, "/apis/podssh.dev/v1alpha1/sshsessions") == 200
+    assert _as_gateway(cluster, f"/apis/coordination.k8s.io/v1/namespaces/{GW_NS}/leases") == 200
+    assert _as_gateway(cluster, "/apis/coordination.k8s.io/v1/namespaces/default/leases") == 403
+    leases = cluster.get("leases", "-n", GW_NS, "-l", "podssh.dev/gateway-lease=true")["items"]
+    replicas = set(cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2))
+    assert replicas <= {lease["spec"]["holderIdentity"] for lease in leases}
+
+
+def test_a_killed_replicas_session_objects_are_cleaned_up_within_a_minute(cluster: Cluster, demo: dict) -> None:
+    """A force-deleted pod gets 2 s before SIGKILL, less than its --shutdown-delay=3: it dies
+    before it can delete anything itself, so the living replica's cleanup is what removes them."""
+    cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)
+    client = subprocess.Popen([*demo["command"], "echo started; sleep 300"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=demo["env"])
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        found = wait_for(lambda: [o for o in cluster.get("sshsessions", "-n", "demo")["items"]
+                                  if o["spec"].get("command") == "echo started; sleep 300"],
+                         timeout=15, step=0.5, what="the session's object")
+        replica = found[0]["spec"]["replica"]
+        cluster.kubectl("-n", GW_NS, "delete", "pod", replica, "--grace-period=0", "--force", "--wait=false")
+        killed = time.monotonic()
+        wait_for(lambda: not cluster.get("sshsessions", "-n", "demo", "-l", f"podssh.dev/replica={replica}")["items"],
+                 timeout=60, step=1, what="the dead replica's objects removed")
+        print(f"\nreplica killed -> its objects gone: {time.monotonic() - killed:.1f} s")
+    finally:
+        client.kill()
+    cluster.wait_ready(GW_NS, "app.kubernetes.io/component=gateway", count=2)

@@ -16,7 +16,10 @@ It stands in for `sshserver.kube.client.KubeClient` where the control plane uses
 
 Only the calls the control plane makes exist (AttributeError for any other, so a new call is
 noticed): CustomObjectsApi.patch_namespaced_custom_object_status, .list_cluster_custom_object,
-.get_namespaced_custom_object and CoreV1Api.create_namespaced_event. They behave as the API
+.list_namespaced_custom_object, .get_namespaced_custom_object, .create_namespaced_custom_object,
+.patch_namespaced_custom_object (merge patch), .delete_namespaced_custom_object (any plural:
+SSHSessions, Leases), and CoreV1Api.create_namespaced_event, .patch_namespaced_event. Lists
+honour a `label_selector` of `key` or `key=value` terms. They behave as the API
 server does where the control plane depends on it: a status patch is a JSON merge patch
 (RFC 7386) of `status` only and answers 404 for an object that does not exist; creating an
 Event whose name exists answers 409; bodies must be JSON-serializable (datetimes are, as the
@@ -248,6 +251,41 @@ class FakeKube:
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(stored)
 
+    def _create(self, action: Action) -> dict[str, Any]:
+        key = (action.resource, action.namespace, action.name)
+        if key in self._objects:
+            raise api_error(409, "AlreadyExists")
+        body = _wire(action.body)
+        body["metadata"]["resourceVersion"] = str(next(self._versions))
+        body["metadata"].setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self._objects[key] = body
+        return copy.deepcopy(body)
+
+    def _patch(self, action: Action) -> dict[str, Any]:
+        key = (action.resource, action.namespace, action.name)
+        stored = self._objects.get(key)
+        if stored is None:
+            raise api_error(404)
+        patched = merge_patch(stored, _wire(action.body))
+        patched["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._objects[key] = patched
+        return copy.deepcopy(patched)
+
+    def _delete(self, action: Action) -> dict[str, Any]:
+        found = self._objects.pop((action.resource, action.namespace, action.name), None)
+        if found is None:
+            raise api_error(404)
+        return {"kind": "Status", "status": "Success"}
+
+    def _list(self, resource: str, namespace: str | None, selector: str | None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(b) for (r, ns, _), b in self._objects.items()
+                if r == resource and namespace in (None, ns) and _selects(selector, b)]
+
+    def objects(self, resource: str) -> list[dict[str, Any]]:
+        """Every object of a resource (plural), in every namespace."""
+        with self._cond:
+            return self._list(resource, None, None)
+
     def _create_event(self, action: Action) -> dict[str, Any]:
         body = _wire(action.body)
         key = (EVENTS, action.namespace, body["metadata"]["name"])
@@ -255,6 +293,15 @@ class FakeKube:
             raise api_error(409, "AlreadyExists")
         self._objects[key] = body
         return copy.deepcopy(body)
+
+
+def _selects(selector: str | None, body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (selector or "").split(",")):
+        key, sep, value = term.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
 
 
 class _CustomObjectsApi:
@@ -272,10 +319,36 @@ class _CustomObjectsApi:
         kube = self._kube
 
         def serve() -> dict[str, Any]:
-            items = [copy.deepcopy(b) for (r, _, _), b in kube._objects.items() if r == plural]
+            items = kube._list(plural, None, options.get("label_selector"))
             return {"apiVersion": f"{group}/{version}", "items": items}
 
         return kube._call(Action("list", plural, options=options), serve)
+
+    def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
+                                      **options: Any) -> dict[str, Any]:
+        kube = self._kube
+
+        def serve() -> dict[str, Any]:
+            return {"apiVersion": f"{group}/{version}",
+                    "items": kube._list(plural, namespace, options.get("label_selector"))}
+
+        return kube._call(Action("list", plural, namespace, options=options), serve)
+
+    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Any,
+                                        **options: Any) -> dict[str, Any]:
+        name = str(((body or {}).get("metadata") or {}).get("name", ""))
+        action = Action("create", plural, namespace, name, "", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._create(action))
+
+    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
+                                       body: Any, **options: Any) -> dict[str, Any]:
+        action = Action("patch", plural, namespace, name, "", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._patch(action))
+
+    def delete_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
+                                        **options: Any) -> dict[str, Any]:
+        action = Action("delete", plural, namespace, name, options=options)
+        return self._kube._call(action, lambda: self._kube._delete(action))
 
     def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
                                      **options: Any) -> dict[str, Any]:
@@ -300,3 +373,7 @@ class _CoreV1Api:
         name = str(((body or {}).get("metadata") or {}).get("name", ""))
         action = Action("create", EVENTS, namespace, name, "", copy.deepcopy(body), options)
         return self._kube._call(action, lambda: self._kube._create_event(action))
+
+    def patch_namespaced_event(self, name: str, namespace: str, body: Any, **options: Any) -> dict[str, Any]:
+        action = Action("patch", EVENTS, namespace, name, "", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._patch(action))
