@@ -398,7 +398,9 @@ class Gateway:
         if self._stopping.is_set():
             return False
         state = conn.channel_state(channel.get_id())
-        return self._start(conn, ExecSession(self.services, conn, channel, kind, command, state))
+        session = ExecSession(self.services, conn, channel, kind, command, state)
+        session.answered = transports.expect_answer(channel)
+        return self._start(conn, session)
 
     def _start(self, conn: Connection, session: Session) -> bool:
         """Binds the session to its channel and starts its thread; False refuses the channel

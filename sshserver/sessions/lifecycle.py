@@ -37,6 +37,8 @@ from sshserver.ssh.connection import Connection
 
 log = logging.getLogger("podssh.session")
 
+ANSWER_TIMEOUT = 5.0  # paramiko answers right after the hook returns; this only bounds a surprise
+
 T = TypeVar("T")
 
 
@@ -77,6 +79,9 @@ class Session:
         self.warned = False  # written only by the enforcer: the one-minute warning was shown
         self.bytes_in = 0
         self.bytes_out = 0
+        # Set by the gateway for a session started from a request hook: set once paramiko has
+        # answered that request (ssh/internals/transport.expect_answer).
+        self.answered: threading.Event | None = None
         self._to_pod_bytes = services.metrics.bytes.labels("to_pod")
         self._from_pod_bytes = services.metrics.bytes.labels("from_pod")
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -136,6 +141,8 @@ class Session:
 
     def _run(self) -> None:
         outcome = SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, "internal error")
+        if self.answered is not None:  # nothing goes to the channel before its request's answer
+            self.answered.wait(ANSWER_TIMEOUT)
         try:
             outcome = self._serve()
         except Exception:  # a bug must end one session, never the process

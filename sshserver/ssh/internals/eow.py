@@ -17,7 +17,8 @@ EOW = "eow@openssh.com"
 
 def install(transport: paramiko.Transport, on_eow: Callable[[paramiko.Channel], None]) -> None:
     """Routes eow requests of this transport's channels to on_eow (in the Transport thread);
-    every other channel request goes to paramiko as before."""
+    every other channel request goes to paramiko as before, and once paramiko has answered it,
+    the channel's `podssh_answered` event (transport.expect_answer) is set."""
     handle = paramiko.Channel._handle_request
 
     def dispatch(channel: paramiko.Channel, m: paramiko.Message) -> None:
@@ -26,7 +27,12 @@ def install(transport: paramiko.Transport, on_eow: Callable[[paramiko.Channel], 
             on_eow(channel)  # want_reply is FALSE by the extension's definition: no answer
             return
         m.packet.seek(start)
-        handle(channel, m)
+        try:
+            handle(channel, m)
+        finally:
+            answered = getattr(channel, "podssh_answered", None)
+            if answered is not None:
+                answered.set()
 
     # An instance attribute shadows the class's table for this transport only.
     transport._channel_handler_table = {**transport._channel_handler_table, MSG_CHANNEL_REQUEST: dispatch}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 import paramiko
@@ -74,6 +75,16 @@ def wake_accept(transport: paramiko.Transport) -> None:
             transport.server_accept_cv.notify_all()
         finally:
             transport.lock.release()
+
+
+def expect_answer(channel: paramiko.Channel) -> threading.Event:
+    """An event set once paramiko has sent its answer (SUCCESS/FAILURE) to the channel request
+    being handled now (set by eow.py's dispatcher). A session started from a request hook waits
+    for it before it writes: its exit status and close could otherwise overtake the answer, and
+    the client would see the channel closed before its request was granted."""
+    event = threading.Event()
+    channel.podssh_answered = event  # type: ignore[attr-defined]
+    return event
 
 
 def open_channel_ids(transport: paramiko.Transport) -> list[int]:
