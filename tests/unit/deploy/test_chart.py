@@ -26,7 +26,8 @@ from tests.support.cluster import REPO
 COMPONENTS = {
     "impersonation": ["impersonation.enabled=true"],
     "networkpolicy": ["networkPolicy.enabled=true"],
-    "monitoring": ["monitoring.podMonitor.enabled=true", "monitoring.grafanaDashboard.enabled=true"],
+    "monitoring": ["monitoring.podMonitor.enabled=true", "monitoring.grafanaDashboard.enabled=true",
+                   "monitoring.prometheusRule.enabled=true"],
     "debug-containers": ["debugContainers.enabled=true"],
 }
 ALL_ON = [s for sets in COMPONENTS.values() for s in sets]
@@ -76,10 +77,12 @@ def test_the_equivalence_check_sees_a_drift(tmp_path: Path) -> None:
 
 
 def test_crd_and_dashboard_copies_are_byte_identical() -> None:
-    """The chart cannot read files outside itself: these two are copies, kept identical."""
+    """The chart cannot read files outside itself: these are copies, kept identical."""
     pairs = [(MANIFESTS / "crd.yaml", CHART / "crds" / "sshaccesses.yaml"),
              (MANIFESTS / "components" / "monitoring" / "grafana-dashboard.json",
-              CHART / "files" / "grafana-dashboard.json")]
+              CHART / "files" / "grafana-dashboard.json"),
+             (MANIFESTS / "components" / "monitoring" / "prometheusrule.yaml",
+              CHART / "files" / "prometheusrule.yaml")]
     for source, copy in pairs:
         assert copy.read_bytes() == source.read_bytes(), f"cp {source.relative_to(REPO)} {copy.relative_to(REPO)}"
 
@@ -92,6 +95,13 @@ def test_chart_and_kustomize_image_follow_the_package_version() -> None:
     assert images == [{"name": "podssh", "newTag": version}]
     gateway = find(helm_template(), "Deployment", "podssh")["spec"]["template"]["spec"]["containers"][0]
     assert gateway["image"] == f"podssh:{version}"
+
+
+def test_prometheus_rule_keeps_its_prometheus_templates() -> None:
+    """Helm must not expand the alerts' own {{ $labels.pod }}: they reach Prometheus as written."""
+    rule = find(helm_template("monitoring.prometheusRule.enabled=true"), "PrometheusRule", "podssh")
+    summaries = [r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert summaries and all("{{ $labels.pod }}" in s for s in summaries)
 
 
 def test_host_key_secret_is_kept_by_helm_uninstall() -> None:
