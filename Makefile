@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down clean
+.PHONY: all venv test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down image helm clean
 
 all: test
 
@@ -48,6 +48,18 @@ fuzz-wire: venv
 
 cluster-up:
 	hack/cluster up
+
+# The gateway image from the Dockerfile: docker when a Docker engine answers, else buildah.
+# IMAGE names it (default podssh:<version of pyproject.toml>, the name manifests/ and the Helm
+# chart deploy by default); BASE overrides the base image (pin a registry base by digest).
+VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+IMAGE ?= podssh:$(VERSION)
+image:
+	PODSSH_IMAGE=$(IMAGE) $(if $(BASE),BASE=$(BASE)) hack/build-image
+
+# The helm CLI, built once from its Go module into ~/.cache/podssh/helm/ (prints its path).
+helm:
+	hack/lib/build-helm.sh
 
 cluster-down:
 	hack/cluster down

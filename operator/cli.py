@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sshserver import __version__
 from sshserver.config.settings import GatewaySettings
 from sshserver.observability.logevents import configure, event
+from sshserver.version import version
 
 log = logging.getLogger("podssh")
 
@@ -122,7 +122,7 @@ def _admission_flags(serve: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.")
-    parser.add_argument("--version", action="version", version=f"podssh {__version__}")
+    parser.add_argument("--version", action="version", version=f"podssh {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the SSH gateway")
     serve.add_argument("--listen", type=_host_port, default=("0.0.0.0", 2222), metavar="HOST:PORT")

@@ -1,3 +1,3 @@
-"""podssh data plane: an SSH server that bridges sessions to Kubernetes pod exec streams."""
+"""podssh data plane: an SSH server that bridges sessions to Kubernetes pod exec streams.
 
-__version__ = "0.1.0"
+The version is pyproject.toml's, read from the installed package's metadata: sshserver.version."""

@@ -18,7 +18,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from sshserver import __version__
+from sshserver.version import version
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
 SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -37,7 +37,7 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
-        Info("podssh_build", "Version of the running podssh.", registry=r).info({"version": __version__})
+        Info("podssh_build", "Version of the running podssh.", registry=r).info({"version": version()})
         self.connections = Gauge("podssh_connections_open", "Open SSH connections.", registry=r)
         self.connections_total = Counter(
             "podssh_connections_total", "TCP connections by result.", ["result"], registry=r)

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_counters_move_by_the_right_amounts(observed, keys: dict[str, SSHKey]) -
     assert value(after, "podssh_sessions_active", kind="exec") == 0
     assert value(after, "podssh_connections_open") == 0
     assert value(after, "podssh_access_grants") == 5
-    assert value(after, "podssh_build_info", version="0.1.0") == 1
+    assert value(after, "podssh_build_info", version=metadata.version("podssh")) == 1
 
 
 def test_promtool_finds_no_problems(observed, keys: dict[str, SSHKey]) -> None:
