@@ -78,7 +78,7 @@ def test_the_equivalence_check_sees_a_drift(tmp_path: Path) -> None:
 
 def test_crd_and_dashboard_copies_are_byte_identical() -> None:
     """The chart cannot read files outside itself: these are copies, kept identical."""
-    pairs = [(MANIFESTS / "crd.yaml", CHART / "crds" / "sshaccesses.yaml"),
+    pairs = [(MANIFESTS / "crd.yaml", CHART / "crds" / "crds.yaml"),
              (MANIFESTS / "components" / "monitoring" / "grafana-dashboard.json",
               CHART / "files" / "grafana-dashboard.json"),
              (MANIFESTS / "components" / "monitoring" / "prometheusrule.yaml",
