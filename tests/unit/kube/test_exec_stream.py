@@ -153,3 +153,36 @@ def test_masked_frames_decode_like_any_websocket_frame() -> None:
         key = frame[offset:offset + 4]
         assert key[0] == key[1] == key[2] == key[3]
         assert ABNF.mask(key, frame[offset + 4:]) == b"\x04" + payload
+
+
+def test_after_the_server_s_close_frame_the_stream_closes_without_waiting() -> None:
+    """The command exited and the server closed: the answer goes out, nothing is waited for (a
+    server slow to drop the connection would otherwise hold the exit status up to a second)."""
+    from websocket import ABNF
+
+    from sshserver.kube.wsdial import ChannelStream
+
+    class Socket:
+        calls: list[str] = []
+
+        def recv_data(self, control_frame: bool) -> tuple[int, bytes]:
+            return ABNF.OPCODE_CLOSE, b"\x03\xe8"
+
+        def send_close(self) -> None:
+            self.calls.append("send_close")
+
+        def close(self, timeout: float) -> None:
+            self.calls.append("close-and-wait")
+
+        def shutdown(self) -> None:
+            self.calls.append("shutdown")
+
+    ws = Socket()
+    stream = ChannelStream(ws)  # type: ignore[arg-type]
+    assert list(stream.frames()) == []
+    stream.close()
+    assert ws.calls == ["send_close", "shutdown"]
+    waiting = ChannelStream(Socket())  # type: ignore[arg-type]
+    Socket.calls.clear()
+    waiting.close()  # no close frame from the server yet: the closing handshake is waited for
+    assert Socket.calls == ["close-and-wait", "shutdown"]
