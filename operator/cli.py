@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--revoked-keys", type=Path, metavar="FILE",
                        help="public keys (one per line) or an OpenSSH KRL (ssh-keygen -k) that may not log in; "
                             "re-read when it changes")
+    serve.add_argument("--no-pod-cache", dest="pod_cache", action="store_false",
+                       help="resolve every target with API calls instead of watching the pods of the granted "
+                            "namespaces (the watch needs the `watch` verb on pods)")
     serve.add_argument("--api-keepalive", type=float, default=10.0, metavar="SECONDS",
                        help="ping a session's API server stream after this many silent seconds (0: off)")
     serve.add_argument("--api-keepalive-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -260,6 +263,7 @@ def serve(args: argparse.Namespace) -> int:
     from sshserver.grants.accessfile import load_access_file
     from sshserver.grants.revocation import RevocationError, RevokedKeysFile
     from sshserver.kube.client import retry_while_unavailable
+    from sshserver.kube.podcache import PodCache
     from sshserver.observability.audit import AuditTrail
     from sshserver.observability.metrics import Metrics
     from sshserver.observability.monitoring import MonitoringServer
@@ -354,7 +358,8 @@ def serve(args: argparse.Namespace) -> int:
         audit = AuditTrail.open(args.audit_log)
     except OSError as exc:
         return _fail(f"cannot open audit log {args.audit_log}: {exc.strerror or exc}")
-    gateway = Gateway(settings, store, kube, keys, metrics=metrics, audit=audit)
+    pod_cache = PodCache(kube) if args.pod_cache else None
+    gateway = Gateway(settings, store, kube, keys, metrics=metrics, audit=audit, pod_cache=pod_cache)
     if control is not None and control.session_events is not None:
         gateway.observers.append(control.session_events)
     if session_objects is not None:

@@ -22,6 +22,10 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
   maxSessions) and asks a session to end (`terminate` aborts its stream) or to warn (`notify`).
 - **api-keepalive** (kube/keepalive.py): pings the open API streams; tells a session whose
   stream went silent to end.
+- **pod-cache-NAMESPACE**, one per namespace some grant names (kube/podcache.py, when the
+  composition root gives the gateway a PodCache): lists and watches that namespace's pods into
+  the cache the resolver reads first. The AccessStore's swap listener starts and stops them
+  (never waits on the network); session threads only read the cache (one lock per namespace).
 - **kopf** (its own event loop), **resync** and **status-writer** (operator/): build new
   AccessSnapshots and swap them into the AccessStore (one assignment), write status and Events.
   The gateway only reads `store.current`; a swap wakes the enforcer.
@@ -55,6 +59,7 @@ from sshserver.gateway.registry import SessionRegistry
 from sshserver.grants.access import AccessStore, Identity, SessionKind
 from sshserver.kube.client import KubeClient
 from sshserver.kube.keepalive import ApiKeepalive
+from sshserver.kube.podcache import PodCache
 from sshserver.kube.resolver import PodResolver
 from sshserver.observability.audit import AuditTrail
 from sshserver.observability.logevents import event
@@ -87,7 +92,7 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, store: AccessStore, kube: KubeClient,
                  host_keys: Sequence[paramiko.PKey], metrics: Metrics | None = None,
-                 audit: AuditTrail | None = None) -> None:
+                 audit: AuditTrail | None = None, pod_cache: PodCache | None = None) -> None:
         self.settings = settings
         self.audit = audit or AuditTrail()
         self.store = store
@@ -119,11 +124,14 @@ class Gateway:
         self.registry = SessionRegistry(self.metrics)
         self.services = SessionServices(
             settings=settings, store=store, kube=kube,
-            resolver=PodResolver(kube, on_api_error=self._api_error), keepalive=self.keepalive,
+            resolver=PodResolver(kube, on_api_error=self._api_error, cache=pod_cache), keepalive=self.keepalive,
             audit=self.audit, metrics=self.metrics, registry=self.registry, control=self._control.submit)
         self.enforcer = Enforcer(self.registry, store, self.services.revoked)
         store.subscribe(self.enforcer.snapshot_changed)
         self.enforcer.start()
+        self.pod_cache = pod_cache
+        if pod_cache is not None:
+            pod_cache.follow(store)  # the namespaces of the grants, now and after every swap
 
     @property
     def observers(self) -> list[SessionObserver]:
@@ -451,6 +459,8 @@ class Gateway:
         self._closing.set()
         self.enforcer.stop()
         self.keepalive.stop()
+        if self.pod_cache is not None:
+            self.pod_cache.stop()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:

@@ -20,6 +20,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client import Configuration
 
+from sshserver.kube.tlsdial import TlsDialer, TlsSettings
 from sshserver.observability.logevents import event
 
 T = TypeVar("T")
@@ -82,6 +83,8 @@ class KubeClient:
         self.apps = client.AppsV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self._dialer: TlsDialer | None = None
+        self._dialer_lock = threading.Lock()
 
     @classmethod
     def load(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
@@ -136,6 +139,22 @@ class KubeClient:
         if parts.username:
             options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
         return options
+
+    def tls_dialer(self) -> TlsDialer | None:
+        """The dialer that resumes TLS sessions for the WebSocket streams (tlsdial.py); None
+        when streams cannot use it: plain http, or a proxy-url (websocket-client tunnels those)."""
+        parts = urlsplit(self.configuration.host)
+        if parts.scheme != "https" or self.configuration.proxy or not parts.hostname:
+            return None
+        with self._dialer_lock:
+            if self._dialer is None:
+                cfg = self.configuration
+                self._dialer = TlsDialer(TlsSettings(
+                    host=parts.hostname, port=parts.port or 443, verify=bool(cfg.verify_ssl),
+                    check_hostname=cfg.assert_hostname is not False, ca_file=cfg.ssl_ca_cert or None,
+                    cert_file=cfg.cert_file or None, key_file=cfg.key_file or None,
+                    server_hostname=cfg.tls_server_name or None))
+            return self._dialer
 
     def ssl_options(self) -> dict[str, object]:
         cfg = self.configuration

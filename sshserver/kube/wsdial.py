@@ -1,7 +1,9 @@
 """Dials one WebSocket to the API server (exec, portforward) with the client's credentials.
 
 Each session gets its own socket: `kubernetes.stream.stream()` patches the shared ApiClient
-and must not be used from many threads.
+and must not be used from many threads. Over https the TCP + TLS connection is made by the
+client's TlsDialer (tlsdial.py: one SSLContext, TLS session resumption) and handed to
+websocket-client, which then only speaks the HTTP upgrade.
 """
 
 from __future__ import annotations
@@ -37,16 +39,20 @@ def error_message(exc: websocket.WebSocketBadStatusException) -> str:
 
 def dial(kube: KubeClient, path: str, query: list[tuple[str, str]], subprotocols: list[str],
          impersonate: Impersonation | None, timeout: float) -> websocket.WebSocket:
+    dialer = kube.tls_dialer()
     ws = websocket.WebSocket(sslopt=kube.ssl_options(), skip_utf8_validation=True,
                              sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
     try:
+        options: dict[str, object] = {"socket": dialer.connect(timeout)} if dialer is not None else {}
         ws.connect(kube.websocket_url(path, query), header=kube.websocket_headers(impersonate),
-                   subprotocols=subprotocols, timeout=timeout, **kube.proxy_options())
+                   subprotocols=subprotocols, timeout=timeout, **kube.proxy_options(), **options)
     except websocket.WebSocketBadStatusException as exc:
         raise StreamError(error_message(exc), http_reason(exc.status_code)) from None
     except (OSError, websocket.WebSocketException) as exc:
         failed = unreachable(exc)
         raise StreamError(str(failed), failed.reason) from None
+    if dialer is not None:
+        dialer.remember(ws.sock)  # the upgrade answer has been read: a TLS 1.3 ticket is in by now
     ws.settimeout(None)
     return ws
 
@@ -100,6 +106,7 @@ class ChannelStream:
     def __init__(self, ws: websocket.WebSocket) -> None:
         self._ws = ws
         self._closed = threading.Event()
+        self._peer_closed = False  # the server's close frame came (set by the reader)
         self.last_received = time.monotonic()  # written by the reader, read by the keepalive
 
     def messages(self) -> Iterator[tuple[int, bytes]]:
@@ -114,6 +121,7 @@ class ChannelStream:
                 return
             self.last_received = time.monotonic()
             if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self._peer_closed = True
                 return
             if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
                 continue
@@ -153,7 +161,13 @@ class ChannelStream:
         self._ws.abort()
 
     def close(self) -> None:
+        """Ends the stream. After the server's close frame (a command that exited), the answer
+        goes out without waiting for anything (RFC 6455 5.5.1: the closing handshake is then
+        complete); the session's exit status reaches the client that much sooner."""
         self._closed.set()
         with contextlib.suppress(OSError, websocket.WebSocketException):
-            self._ws.close(timeout=1)
+            if self._peer_closed:
+                self._ws.send_close()
+            else:
+                self._ws.close(timeout=1)
         self._ws.shutdown()

@@ -21,6 +21,7 @@ from sshserver.kube.client import ApiError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
+from sshserver.kube.resolver import vanished
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.observability.recording import Recording
@@ -164,8 +165,7 @@ class ExecSession(Session):
             try:
                 tools = sftp_probe(self._runner(req), want_server=may_exec)
             except ExecError as exc:
-                self._services.api_error(exc.reason)
-                return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+                return self._stream_failed(exc, req)
             if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
                 return self._serve_sftp_here(req, tools, may_exec)
             req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
@@ -173,8 +173,7 @@ class ExecSession(Session):
         try:
             stream = ExecStream.open(self._services.kube, req, timeout=self._services.settings.exec_timeout)
         except ExecError as exc:
-            self._services.api_error(exc.reason)
-            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+            return self._stream_failed(exc, req)
         self._services.metrics.exec_setup.observe(time.monotonic() - setup)
         self._request = req
         with self._size_lock:
@@ -186,6 +185,14 @@ class ExecSession(Session):
         status = self._copy_until_done(stream, self._pump_stdin, self._copy_output, "stdin")
         self._exited = status is not None
         return self._outcome(status)
+
+    def _stream_failed(self, exc: ExecError, req: ExecRequest) -> SessionOutcome:
+        """The exec could not be opened: the pod is gone (404: the user's to hear, like any unknown
+        pod), or the API server failed (255)."""
+        if (gone := vanished(exc, req.namespace, req.pod)) is not None:
+            return SessionOutcome(EndReason.REFUSED, REFUSED, str(gone))
+        self._services.api_error(exc.reason)
+        return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
 
     def _outcome(self, status: ExitStatus | None) -> SessionOutcome:
         """What the end of the exec stream means for the user: never a 0 that was not the command's."""

@@ -12,6 +12,7 @@ from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
 from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.kube.portforwardstream import DATA, ERROR, PortForwardStream
+from sshserver.kube.resolver import vanished
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.sessions.lifecycle import Session, SessionRefused
@@ -39,6 +40,8 @@ class ForwardSession(Session):
             event(log, "forward_refused", conn=self.conn.id, port=self.port, reason=str(exc))
             return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
         except ApiError as exc:  # unreachable or failing API server, or the stream refused
+            if self.resolved is not None and (gone := vanished(exc, self.resolved.namespace, self.resolved.pod)):
+                return SessionOutcome(EndReason.REFUSED, REFUSED, str(gone))  # the pod went away since
             self._services.api_error(exc.reason)
             return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
         self._attach(stream, watched=stream)

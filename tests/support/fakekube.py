@@ -25,6 +25,13 @@ server does where the control plane depends on it: a status patch is a JSON merg
 Event whose name exists answers 409; bodies must be JSON-serializable (datetimes are, as the
 real client turns them into RFC 3339).
 
+For the gateway's pod cache and resolver: CoreV1Api.read_namespaced_pod, .list_namespaced_pod
+(a list with its resourceVersion, or with watch=True the streamed response kubernetes' Watch
+reads: every pod change after that version, ERROR 410 for a version older than `compact()`
+kept, the stream ended by `timeout_seconds` or by Watch.stop's socket shutdown) and
+the workload readers of AppsV1Api and BatchV1Api. Pods and workloads come back as the client's models.
+Watch requests are recorded as verb "watch".
+
 Threads: every method may be called from any thread (the writer calls from its own); the state
 is behind one lock, and `wait_until` wakes up at every call instead of polling.
 """
@@ -42,10 +49,14 @@ from datetime import date, datetime
 from typing import Any
 
 import urllib3
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 SSHACCESSES = "sshaccesses"
 EVENTS = "events"
+PODS = "pods"
+DEPLOYMENTS = "deployments"
+_MODELS = ApiClient()  # only to turn bodies into the client's models, as the real client does
 
 
 def api_error(status: int, reason: str | None = None) -> ApiException:
@@ -126,9 +137,19 @@ class FakeKube:
         self._reactors: list[_Reactor] = []
         self._released = threading.Event()
         self._versions = itertools.count(1)
+        self._version = 0  # the last resourceVersion given
+        self._pod_changes: list[tuple[int, str, dict[str, Any]]] = []  # (version, ADDED|MODIFIED|DELETED, body)
+        self._kept_from = 0  # watches from an older version get 410 Gone
         self.actions: list[Action] = []
         self.custom = _CustomObjectsApi(self)
         self.core = _CoreV1Api(self)
+        self.apps = _AppsV1Api(self)
+        self.batch = _BatchV1Api(self)
+        self.api_client = _MODELS
+
+    def _next_version(self) -> int:
+        self._version = next(self._versions)
+        return self._version
 
     # -- the tracker: what exists in the "cluster" --------------------------------------------
 
@@ -136,15 +157,31 @@ class FakeKube:
         """Creates or replaces an object, as another client would (no action is recorded)."""
         meta = body["metadata"]
         stored = _wire(body)
-        stored["metadata"]["resourceVersion"] = str(next(self._versions))
         with self._cond:
-            self._objects[(resource, meta["namespace"], meta["name"])] = stored
+            key = (resource, meta["namespace"], meta["name"])
+            version = self._next_version()
+            stored["metadata"]["resourceVersion"] = str(version)
+            if resource == PODS:
+                self._pod_changes.append((version, "MODIFIED" if key in self._objects else "ADDED", stored))
+            self._objects[key] = stored
             self._cond.notify_all()
 
     def remove(self, namespace: str, name: str, resource: str = SSHACCESSES) -> None:
         """Deletes an object, as another client would (no action is recorded)."""
         with self._cond:
-            self._objects.pop((resource, namespace, name), None)
+            gone = self._objects.pop((resource, namespace, name), None)
+            if gone is not None and resource == PODS:
+                body = copy.deepcopy(gone)
+                body["metadata"]["resourceVersion"] = str(self._next_version())
+                self._pod_changes.append((self._version, "DELETED", body))
+            self._cond.notify_all()
+
+    def compact(self) -> None:
+        """Forgets the pod changes so far, as etcd's compaction does: a watch from any version
+        before now answers 410 Gone."""
+        with self._cond:
+            self._pod_changes.clear()
+            self._kept_from = self._version
             self._cond.notify_all()
 
     def get(self, namespace: str, name: str, resource: str = SSHACCESSES) -> dict[str, Any] | None:
@@ -295,6 +332,73 @@ class FakeKube:
         return copy.deepcopy(body)
 
 
+    def _read(self, resource: str, namespace: str, name: str, model: str) -> Any:
+        found = self._objects.get((resource, namespace, name))
+        if found is None:
+            raise api_error(404)
+        return _MODELS.deserialize(json.dumps(found), model, "application/json")
+
+    def _list_pods(self, namespace: str, label_selector: str | None) -> Any:
+        wanted = dict(part.split("=", 1) for part in label_selector.split(",")) if label_selector else {}
+        items = [b for (r, ns, _), b in self._objects.items() if r == PODS and ns == namespace
+                 and all((b["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+        body = {"metadata": {"resourceVersion": str(self._version)}, "items": items}
+        return _MODELS.deserialize(json.dumps(body), "V1PodList", "application/json")
+
+    def _pod_changes_after(self, namespace: str, version: int) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """The namespace's pod changes after `version`; None when they are no longer kept."""
+        if version < self._kept_from:
+            return None
+        return [c for c in self._pod_changes if c[0] > version and c[2]["metadata"]["namespace"] == namespace]
+
+
+class _WatchResponse:
+    """The urllib3 response of a watch request, as kubernetes' Watch reads it: `stream()` yields
+    one JSON line per change; `connection.sock.shutdown()` (what Watch.stop calls) ends it."""
+
+    status = 200
+
+    def __init__(self, kube: FakeKube, namespace: str, version: int, timeout: float) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._version = version
+        self._deadline = time.monotonic() + timeout
+        self._closed = False
+        self.connection = type("Conn", (), {"sock": self})()
+
+    def shutdown(self, _how: int) -> None:
+        with self._kube._cond:
+            self._closed = True
+            self._kube._cond.notify_all()
+
+    def close(self) -> None:
+        self.shutdown(0)
+
+    def release_conn(self) -> None:
+        pass
+
+    def stream(self, amt: int | None = None, decode_content: bool = False) -> Any:
+        kube = self._kube
+        while True:
+            with kube._cond:
+                if self._closed:
+                    raise connection_reset()  # as a read on a socket shut down under it
+                changes = kube._pod_changes_after(self._namespace, self._version)
+                if changes is None:
+                    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                                        "message": "too old resource version"}}
+                    yield (json.dumps(gone) + "\n").encode()
+                    return
+                if not changes:
+                    left = self._deadline - time.monotonic()
+                    if left <= 0:
+                        return  # the server ends the watch at timeout_seconds
+                    kube._cond.wait(min(left, 0.05))
+                    continue
+            for version, kind, body in changes:
+                self._version = version
+                yield (json.dumps({"type": kind, "object": body}) + "\n").encode()
+
 def _selects(selector: str | None, body: Mapping[str, Any]) -> bool:
     labels = (body.get("metadata") or {}).get("labels") or {}
     for term in filter(None, (selector or "").split(",")):
@@ -302,6 +406,7 @@ def _selects(selector: str | None, body: Mapping[str, Any]) -> bool:
         if key not in labels or (sep and labels[key] != value):
             return False
     return True
+
 
 
 class _CustomObjectsApi:
@@ -369,6 +474,23 @@ class _CoreV1Api:
     def __init__(self, kube: FakeKube) -> None:
         self._kube = kube
 
+    def read_namespaced_pod(self, name: str, namespace: str, **options: Any) -> Any:
+        kube = self._kube
+        return kube._call(Action("get", PODS, namespace, name, options=options),
+                          lambda: kube._read(PODS, namespace, name, "V1Pod"))
+
+    def list_namespaced_pod(self, namespace: str, watch: bool = False, resource_version: str | None = None,
+                            label_selector: str | None = None, timeout_seconds: int | None = None,
+                            **options: Any) -> Any:
+        kube = self._kube
+        if not watch:
+            return kube._call(Action("list", PODS, namespace, options={"label_selector": label_selector, **options}),
+                              lambda: kube._list_pods(namespace, label_selector))
+        action = Action("watch", PODS, namespace, options={"resource_version": resource_version,
+                                                           "timeout_seconds": timeout_seconds, **options})
+        return kube._call(action, lambda: _WatchResponse(kube, namespace, int(resource_version or 0),
+                                                         timeout_seconds or 3600))
+
     def create_namespaced_event(self, namespace: str, body: Any, **options: Any) -> dict[str, Any]:
         name = str(((body or {}).get("metadata") or {}).get("name", ""))
         action = Action("create", EVENTS, namespace, name, "", copy.deepcopy(body), options)
@@ -377,3 +499,35 @@ class _CoreV1Api:
     def patch_namespaced_event(self, name: str, namespace: str, body: Any, **options: Any) -> dict[str, Any]:
         action = Action("patch", EVENTS, namespace, name, "", copy.deepcopy(body), options)
         return self._kube._call(action, lambda: self._kube._patch(action))
+
+
+class _AppsV1Api:
+    """kubernetes.client.AppsV1Api, as far as the resolver calls it."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self._kube = kube
+
+    def _read(self, resource: str, model: str, name: str, namespace: str, options: dict[str, Any]) -> Any:
+        kube = self._kube
+        return kube._call(Action("get", resource, namespace, name, options=options),
+                          lambda: kube._read(resource, namespace, name, model))
+
+    def read_namespaced_deployment(self, name: str, namespace: str, **options: Any) -> Any:
+        return self._read(DEPLOYMENTS, "V1Deployment", name, namespace, options)
+
+    def read_namespaced_stateful_set(self, name: str, namespace: str, **options: Any) -> Any:
+        return self._read("statefulsets", "V1StatefulSet", name, namespace, options)
+
+    def read_namespaced_daemon_set(self, name: str, namespace: str, **options: Any) -> Any:
+        return self._read("daemonsets", "V1DaemonSet", name, namespace, options)
+
+    def read_namespaced_replica_set(self, name: str, namespace: str, **options: Any) -> Any:
+        return self._read("replicasets", "V1ReplicaSet", name, namespace, options)
+
+
+class _BatchV1Api(_AppsV1Api):
+    """kubernetes.client.BatchV1Api, as far as the resolver calls it."""
+
+    def read_namespaced_job(self, name: str, namespace: str, **options: Any) -> Any:
+        return self._read("jobs", "V1Job", name, namespace, options)
+

@@ -113,13 +113,15 @@ def running_gateway(grants: list[dict[str, Any]], **overrides: Any) -> Iterator[
 
 
 def _running(grants: list[dict[str, Any]], api: str, overrides: dict[str, Any]) -> Iterator[InProcessGateway]:
+    """`overrides` are GatewaySettings fields, and `pod_cache` (what the resolver reads first)."""
+    pod_cache = overrides.pop("pod_cache", None)
     snapshot, _ = snapshot_from_objects(grants)
     cfg = Configuration()
     cfg.host = api
     settings = GatewaySettings(**{"listen_host": "127.0.0.1", "listen_port": 0, "drain_timeout": 1.0,
                                   **overrides})
     audit = MemoryAudit()
-    gw = Gateway(settings, AccessStore(snapshot), KubeClient(cfg), [HOST_KEY], audit=audit)
+    gw = Gateway(settings, AccessStore(snapshot), KubeClient(cfg), [HOST_KEY], audit=audit, pod_cache=pod_cache)
     gw.bind()
     thread = threading.Thread(target=gw.serve_forever, name="accept", daemon=True)
     thread.start()

@@ -165,3 +165,36 @@ def test_a_read_on_a_socket_aborted_under_it_ends_the_stream_quietly() -> None:
             raise ValueError("Read on closed or unwrapped SSL socket.")
 
     assert list(ChannelStream(AbortedUnderRead()).messages()) == []  # type: ignore[arg-type]
+
+
+def test_after_the_server_s_close_frame_the_stream_closes_without_waiting() -> None:
+    """The command exited and the server closed: the answer goes out, nothing is waited for (a
+    server slow to drop the connection would otherwise hold the exit status up to a second)."""
+    from websocket import ABNF
+
+    from sshserver.kube.wsdial import ChannelStream
+
+    class Socket:
+        calls: list[str] = []
+
+        def recv_data(self, control_frame: bool) -> tuple[int, bytes]:
+            return ABNF.OPCODE_CLOSE, b"\x03\xe8"
+
+        def send_close(self) -> None:
+            self.calls.append("send_close")
+
+        def close(self, timeout: float) -> None:
+            self.calls.append("close-and-wait")
+
+        def shutdown(self) -> None:
+            self.calls.append("shutdown")
+
+    ws = Socket()
+    stream = ChannelStream(ws)  # type: ignore[arg-type]
+    assert list(stream.frames()) == []
+    stream.close()
+    assert ws.calls == ["send_close", "shutdown"]
+    waiting = ChannelStream(Socket())  # type: ignore[arg-type]
+    Socket.calls.clear()
+    waiting.close()  # no close frame from the server yet: the closing handshake is waited for
+    assert Socket.calls == ["close-and-wait", "shutdown"]

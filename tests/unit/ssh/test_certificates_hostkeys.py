@@ -170,7 +170,7 @@ def test_manifests_keep_the_secret_out_of_the_base_and_never_create_secrets() ->
     assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["podssh-hostkeys"],
                              "verbs": ["get", "update"]}]
     pods = next(r for r in rules if r["resources"] == ["pods"])
-    assert pods["verbs"] == ["get", "list"]  # nothing watches pods
+    assert pods["verbs"] == ["get", "list", "watch"]  # watch: the pod cache, and nothing more
 
 
 # --- host certificates -------------------------------------------------------------------------
