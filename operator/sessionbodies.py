@@ -7,7 +7,9 @@ in its own namespace and renews it every few seconds. A replica whose Lease expi
 any living replica deletes its objects (marked `podssh.dev/reaped` first, so that the dead
 replica's deletion handler, should it come back, does not read the deletion as a user's) and
 then its Lease. A replica writes its Lease before its first object, so an object's replica
-always had a Lease.
+always had a Lease. Objects also carry `podssh.dev/lease-namespace`, where their replica keeps
+its Lease: a replica judges only the objects of its own installation (same namespace), never
+those of another gateway whose Leases it cannot see.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from . import GROUP, SESSION_KIND, VERSION
 REPLICA_LABEL = "podssh.dev/replica"
 SESSION_LABEL = "podssh.dev/session-id"
 LEASE_LABEL = "podssh.dev/gateway-lease"
+LEASE_NAMESPACE_LABEL = "podssh.dev/lease-namespace"  # where the replica's Lease lives
 REAPED_ANNOTATION = "podssh.dev/reaped"  # deleted by the cleanup of a dead replica, not by a user
 LEASE_PREFIX = "podssh-gateway-"
 COMMAND_MAX = 60  # characters of the command shown in `kubectl get sshsessions`
@@ -71,7 +74,8 @@ def session_status(counters: SessionCounters) -> dict[str, Any]:
             "lastActivityTime": rfc3339(counters.last_activity)}
 
 
-def session_object(record: SessionRecord, replica: str, counters: SessionCounters | None) -> dict[str, Any]:
+def session_object(record: SessionRecord, replica: str, counters: SessionCounters | None,
+                   lease_namespace: str) -> dict[str, Any]:
     """The SSHSession as created (spec never changes afterwards; status is patched)."""
     spec: dict[str, Any] = {
         "user": record.user, "grant": record.grant_name, "grantNamespace": record.grant_namespace,
@@ -86,7 +90,8 @@ def session_object(record: SessionRecord, replica: str, counters: SessionCounter
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": SESSION_KIND,
         "metadata": {"name": object_name(record), "namespace": record.namespace,
-                     "labels": {REPLICA_LABEL: replica, SESSION_LABEL: record.session_id}},
+                     "labels": {REPLICA_LABEL: replica, SESSION_LABEL: record.session_id,
+                                LEASE_NAMESPACE_LABEL: lease_namespace}},
         "spec": spec,
     }
     if counters is not None:

@@ -41,6 +41,7 @@ from sshserver.observability.observer import SessionOutcome, SessionRecord
 from . import GROUP, SESSION_PLURAL, VERSION
 from .sessionbodies import (
     LEASE_LABEL,
+    LEASE_NAMESPACE_LABEL,
     REAPED_ANNOTATION,
     REPLICA_LABEL,
     SESSION_LABEL,
@@ -314,7 +315,7 @@ class SessionObjects:
             return None
         entry.touched = entry.in_flight = True
         counters = entry.record.counters() if entry.record.counters else None
-        body = session_object(entry.record, self.replica, counters)
+        body = session_object(entry.record, self.replica, counters, self.lease_namespace)
 
         def run(cancel: bool = False) -> None:
             if cancel:
@@ -464,8 +465,9 @@ class SessionObjects:
         """Deletes the objects of replicas whose Lease expired, then those Leases. Objects are
         listed before Leases: an object's replica wrote its Lease before it, so a live replica's
         object always finds its Lease in the later listing."""
+        mine = f"{REPLICA_LABEL},{LEASE_NAMESPACE_LABEL}={self.lease_namespace}"  # this installation's
         objects = self._call(lambda **o: self.kube.custom.list_cluster_custom_object(
-            GROUP, VERSION, SESSION_PLURAL, label_selector=REPLICA_LABEL, **o))
+            GROUP, VERSION, SESSION_PLURAL, label_selector=mine, **o))
         leases = self._call(lambda **o: self.kube.custom.list_namespaced_custom_object(
             LEASE_GROUP, LEASE_VERSION, self.lease_namespace, LEASES, label_selector=LEASE_LABEL, **o))
         now = self.wall()

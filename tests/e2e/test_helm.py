@@ -156,5 +156,10 @@ def test_uninstall_keeps_the_host_key_secret_and_a_reinstall_serves_the_same_key
     release.wait_ready(HELM_NS, GATEWAY, count=2)
     assert release.get("secret", "-n", HELM_NS, SECRET)["data"] == before["data"]
     assert host_key(release) == key
-    proc = ssh(login, "echo again")  # the pinned known_hosts still matches
+    # The new Service may have another node port; the pinned known_hosts must still match.
+    again = [*login]
+    old_port = again[again.index("-p") + 1]
+    again[again.index("-p") + 1] = str(node_port(release))
+    again[1:1] = ["-o", f"HostKeyAlias=[{release.node_ip}]:{old_port}"]  # the entry pinned before
+    proc = ssh(again, "echo again")
     assert proc.returncode == 0 and proc.stdout == "again\n", proc.stderr

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 from sshoperator import cli
-from sshoperator.sessionbodies import LEASE_LABEL, REAPED_ANNOTATION, REPLICA_LABEL, SESSION_LABEL, lease_body
+from sshoperator.sessionbodies import (
+    LEASE_LABEL,
+    LEASE_NAMESPACE_LABEL,
+    REAPED_ANNOTATION,
+    REPLICA_LABEL,
+    SESSION_LABEL,
+    lease_body,
+)
 from sshoperator.sessionobjects import SessionObjects
 
 from sshserver.config.settings import GatewaySettings
@@ -89,7 +96,8 @@ def test_an_object_is_created_when_a_session_starts_and_deleted_when_it_ends(kub
     obj = kube.wait_until(lambda: the_object(kube, r))
     assert obj["metadata"]["namespace"] == "shop"
     assert obj["metadata"]["name"] == f"alice-{r.session_id}"
-    assert obj["metadata"]["labels"] == {REPLICA_LABEL: "r1", SESSION_LABEL: r.session_id}
+    assert obj["metadata"]["labels"] == {
+        REPLICA_LABEL: "r1", SESSION_LABEL: r.session_id, LEASE_NAMESPACE_LABEL: LEASE_NS}
     spec = obj["spec"]
     assert {k: spec[k] for k in ("user", "grant", "pod", "container", "kind", "replica", "peer")} == {
         "user": "alice", "grant": "alice-ssh", "pod": "web-1", "container": "main", "kind": "shell",
@@ -234,16 +242,19 @@ def test_a_dead_replicas_objects_and_lease_are_cleaned_up_by_a_living_one(kube: 
     kube.add(lease_body("dead", LEASE_NS, 1, now - 60), LEASES)
     kube.add(lease_body("alive", LEASE_NS, 3600, now), LEASES)
 
-    def obj(name: str, replica: str) -> dict[str, Any]:
+    def obj(name: str, replica: str, lease_namespace: str = LEASE_NS) -> dict[str, Any]:
         return {"apiVersion": "podssh.dev/v1alpha1", "kind": "SSHSession",
-                "metadata": {"name": name, "namespace": "shop", "labels": {REPLICA_LABEL: replica,
-                                                                            SESSION_LABEL: name}},
+                "metadata": {"name": name, "namespace": "shop", "labels": {
+                    REPLICA_LABEL: replica, SESSION_LABEL: name, LEASE_NAMESPACE_LABEL: lease_namespace}},
                 "spec": {"user": "bob"}}
 
     for name, replica in (("of-dead", "dead"), ("of-alive", "alive"), ("of-leaseless", "gone")):
         kube.add(obj(name, replica), SESSIONS)
+    # Another installation's object: its replica's Lease is in a namespace r1 does not look at.
+    kube.add(obj("of-other-install", "elsewhere", "other-system"), SESSIONS)
     make_objects("r1")
-    kube.wait_until(lambda: {o["metadata"]["name"] for o in kube.objects(SESSIONS)} == {"of-alive"}, timeout=5)
+    kube.wait_until(lambda: {o["metadata"]["name"] for o in kube.objects(SESSIONS)} ==
+                    {"of-alive", "of-other-install"}, timeout=5)
     kube.wait_until(lambda: kube.get(LEASE_NS, "podssh-gateway-dead", LEASES) is None, timeout=5)
     assert kube.get(LEASE_NS, "podssh-gateway-alive", LEASES) is not None
     marked = [a for a in kube.actions_for("patch", SESSIONS) if a.name == "of-dead"]
