@@ -29,7 +29,7 @@ from sshserver.sessions import hangup
 from sshserver.sessions.command import build_command, missing_tool_hint
 from sshserver.sessions.exittrailer import TrailerFilter
 from sshserver.sessions.exittrailer import new_token as new_trailer_token
-from sshserver.sessions.hangupqueue import Target
+from sshserver.sessions.hangupqueue import Target as HangupTarget
 from sshserver.sessions.lifecycle import Session, SessionRefused
 from sshserver.sessions.services import SessionServices
 from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
@@ -394,5 +394,5 @@ class ExecSession(Session):
         def reported(processes: int | None) -> None:  # on a hangup thread, once
             audit.record("session_hangup", **record, processes=processes)
 
-        if not hangups.enqueue(Target.of(req), self._token, reported):
+        if not hangups.enqueue(HangupTarget.of(req), self._token, reported):
             audit.record("session_hangup", **record, processes=None, dropped=True)
