@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -18,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,6 +33,25 @@ from tests.support.ptyclient import PtyClient  # noqa: E402
 
 NS = "podssh-bench"
 MB = 1024 * 1024
+TRIES = 3  # a reference tool's measurement, before its row is marked failed
+FLOOR_BEST = 588.0  # MiB/s: sshd's stdout floor on a quiet run of this machine
+
+
+T = TypeVar("T")
+
+
+def retried(fn: Callable[[], T], tries: int = TRIES, pause: float = 1.0) -> T:
+    """One measurement of a reference tool, tried again when it fails (kubectl cp's "unexpected
+    EOF"): the last failure is raised."""
+    for attempt in range(1, tries + 1):
+        try:
+            return fn()
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            if attempt == tries:
+                raise
+            print(f"   retrying after: {str(exc)[-200:]}", file=sys.stderr, flush=True)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -100,15 +121,26 @@ class Bench:
     def median(self, fn: Callable[[], float], runs: int | None = None) -> float:
         return statistics.median(fn() for _ in range(runs or self.runs))
 
+    @staticmethod
+    def reference(tool: str, measure: Callable[[], T]) -> tuple[T | None, str]:
+        """The reference tool's figure, or None and a note for its row when it kept failing
+        (`retried` inside `measure` already tried each run again): the podssh side still counts."""
+        try:
+            return measure(), ""
+        except Exception as exc:
+            print(f"   {tool} failed: {exc}", file=sys.stderr, flush=True)
+            return None, f"{tool} failed {TRIES} times: {str(exc)[-160:]}"
+
     # --- the benchmarks ---------------------------------------------------------------------
 
     def throughput(self, floor: Callable[[str], float | None]) -> None:
         n = self.size_mb
         down = f"head -c {n * MB} /dev/zero"
         p = self.median(lambda: n / self.timed(self.ssh(down)))
-        k = self.median(lambda: n / self.timed(self.kexec("sh", "-c", down)))
+        k, k_note = self.reference("kubectl exec", lambda: self.median(
+            lambda: n / retried(lambda: self.timed(self.kexec("sh", "-c", down)))))
         self.rows.append(Row(f"stdout throughput ({n} MiB pod → client)", p, k, "MiB/s", "kubectl exec", True,
-                             "≥ 0.8x", floor=floor(down)))
+                             "≥ 1.0x", note=k_note, floor=floor(down)))
         blob = self.work / "upload.bin"
         if not blob.exists():
             with open(blob, "wb") as fh:
@@ -118,14 +150,16 @@ class Bench:
         up = "wc -c"
         expected = f"{n * MB}"
         p = self.median(lambda: n / self.timed_checked(self.ssh(up), str(blob), expected))
-        k = self.median(lambda: n / self.timed_checked(self.kexec("sh", "-c", up, stdin=True), str(blob), expected))
+        k, k_note = self.reference("kubectl exec -i", lambda: self.median(lambda: n / retried(
+            lambda: self.timed_checked(self.kexec("sh", "-c", up, stdin=True), str(blob), expected))))
         self.rows.append(Row(f"stdin throughput ({n} MiB client → pod)", p, k, "MiB/s", "kubectl exec -i", True,
-                             "≥ 0.8x", floor=floor(up, str(blob))))
+                             "≥ 1.0x", note=k_note, floor=floor(up, str(blob))))
 
     def setup_latency(self) -> None:
         p = self.median(lambda: self.timed(self.ssh("true")) * 1000, max(self.runs, 10))
-        k = self.median(lambda: self.timed(self.kexec("true")) * 1000, max(self.runs, 10))
-        self.rows.append(Row("session setup (`true`)", p, k, "ms", "kubectl exec", False, "≤ 1.5x"))
+        k, note = self.reference("kubectl exec", lambda: self.median(
+            lambda: retried(lambda: self.timed(self.kexec("true"))) * 1000, max(self.runs, 10)))
+        self.rows.append(Row("session setup (`true`)", p, k, "ms", "kubectl exec", False, "≤ 0.8x", note=note))
 
     def _echo_latencies(self, argv: list[str], count: int = 200) -> list[float]:
         client = PtyClient(argv, rows=24, cols=80)
@@ -156,12 +190,12 @@ class Bench:
         p = self._echo_latencies(self.ssh("-tt"))
         env_argv = ["env", f"KUBECONFIG={self.cluster.kubeconfig}", f"PATH={self.cluster.env['PATH']}",
                     *self.kexec("sh", stdin=True, tty=True)]
-        k = self._echo_latencies(env_argv)
+        k, note = self.reference("kubectl exec -it", lambda: retried(lambda: self._echo_latencies(env_argv)))
         for q, label in ((50, "p50"), (99, "p99")):
             pv = statistics.quantiles(p, n=100)[q - 1]
-            kv = statistics.quantiles(k, n=100)[q - 1]
+            kv = statistics.quantiles(k, n=100)[q - 1] if k else None
             self.rows.append(Row(f"keystroke echo with a pty, {label}", pv, kv, "ms", "kubectl exec -it", False,
-                                 "p99 ≤ +10 ms" if label == "p99" else ""))
+                                 "≤ reference + 1 ms" if label == "p99" else "", note=note))
 
     def concurrency(self, counts: list[int]) -> None:
         pid = self.gateway.proc.pid
@@ -201,10 +235,10 @@ class Bench:
             time.sleep(3)
             self.rows.append(Row(f"{n} idle pty sessions: success", ready / n * 100, None, "%", "", True, "100%",
                                  note=f"all up in {setup:.0f}s"))
-            self.rows.append(Row(f"{n} idle pty sessions: gateway RSS", rss, None, "MiB", "", False, "< 1024 MiB",
+            self.rows.append(Row(f"{n} idle pty sessions: gateway RSS", rss, None, "MiB", "", False, "< 1 GiB",
                                  note=f"{(rss - rss_before) / n * 1024:.0f} KiB per session"))
             self.rows.append(Row(f"{n} idle pty sessions: gateway CPU while idle", cpu, None, "% of a core", "",
-                                 False))
+                                 False, "< 2 % of a core"))
 
     def propagation(self, runs: int = 5) -> None:
         apply_ms, revoke_ms = [], []
@@ -226,8 +260,8 @@ class Bench:
             self.cluster.kubectl("-n", NS, "delete", "sshaccess", name, "--wait=false")
             client.wait(30)
             revoke_ms.append((time.perf_counter() - t0) * 1000)
-        for label, values, target in (("kubectl apply → first login", apply_ms, "p95 < 1000 ms"),
-                                      ("kubectl delete → live session ended", revoke_ms, "p95 < 2000 ms")):
+        for label, values, target in (("kubectl apply → first login", apply_ms, "p95 < 0.5 s"),
+                                      ("kubectl delete → live session ended", revoke_ms, "p95 < 1 s")):
             p50 = statistics.median(values)
             p95 = sorted(values)[max(0, round(0.95 * len(values)) - 1)]
             self.rows.append(Row(f"grant propagation: {label} (p50)", p50, None, "ms", "", False))
@@ -250,17 +284,25 @@ class Bench:
         target = f"{NS}/{self.deb}@127.0.0.1"
         put = self.median(lambda: n / self.timed([*sftp, str(batch_put), target]), 3)
         get = self.median(lambda: n / self.timed([*sftp, str(batch_get), target]), 3)
-        kput = self.median(lambda: n / self.timed(["kubectl", "cp", str(big), f"{NS}/{self.deb}:/tmp/kcp.bin"]), 3)
-        kget = self.median(lambda: n / self.timed(["kubectl", "cp", f"{NS}/{self.deb}:/tmp/kcp.bin",
-                                                   str(self.work / "kcp-back.bin")]), 3)
-        self.rows.append(Row(f"sftp put {n} MiB (container's sftp-server)", put, kput, "MiB/s", "kubectl cp", True))
-        self.rows.append(Row(f"sftp get {n} MiB (container's sftp-server)", get, kget, "MiB/s", "kubectl cp", True))
+        # kubectl cp ended with "unexpected EOF" once here: each copy is tried again, and a copy
+        # that keeps failing marks its rows rather than losing the section.
+        kput, put_note = self.reference("kubectl cp", lambda: self.median(lambda: n / retried(
+            lambda: self.timed(["kubectl", "cp", str(big), f"{NS}/{self.deb}:/tmp/kcp.bin"])), 3))
+        kget, get_note = self.reference("kubectl cp", lambda: self.median(lambda: n / retried(
+            lambda: self.timed(["kubectl", "cp", f"{NS}/{self.deb}:/tmp/kcp.bin", str(self.work / "kcp-back.bin")])),
+            3))
+        self.rows.append(Row(f"sftp put {n} MiB (container's sftp-server)", put, kput, "MiB/s", "kubectl cp", True,
+                             note=put_note))
+        self.rows.append(Row(f"sftp get {n} MiB (container's sftp-server)", get, kget, "MiB/s", "kubectl cp", True,
+                             note=get_note))
         # The same through the gateway's own SFTP (busybox: no sftp-server in the image).
         target_bb = f"{NS}/{self.pod}@127.0.0.1"
         bput = self.median(lambda: n / self.timed([*sftp, str(batch_put), target_bb]), 3)
         bget = self.median(lambda: n / self.timed([*sftp, str(batch_get), target_bb]), 3)
-        self.rows.append(Row(f"sftp put {n} MiB (served by the gateway)", bput, kput, "MiB/s", "kubectl cp", True))
-        self.rows.append(Row(f"sftp get {n} MiB (served by the gateway)", bget, kget, "MiB/s", "kubectl cp", True))
+        self.rows.append(Row(f"sftp put {n} MiB (served by the gateway)", bput, kput, "MiB/s", "kubectl cp", True,
+                             note=put_note))
+        self.rows.append(Row(f"sftp get {n} MiB (served by the gateway)", bget, kget, "MiB/s", "kubectl cp", True,
+                             note=get_note))
 
     def port_forward(self) -> None:
         n = 200
@@ -277,11 +319,13 @@ class Bench:
             for port in (lp, kp):
                 wait_port(port)
             p = self.median(lambda: n / _download(lp, "/big.bin"), 3)
-            k = self.median(lambda: n / _download(kp, "/big.bin"), 3)
+            k, note = self.reference("kubectl port-forward", lambda: self.median(
+                lambda: n / retried(lambda: _download(kp, "/big.bin")), 3))
         finally:
             stop_client(tunnel)
             kpf.terminate()
-        self.rows.append(Row(f"ssh -L bulk download ({n} MiB)", p, k, "MiB/s", "kubectl port-forward", True))
+        self.rows.append(Row(f"ssh -L bulk download ({n} MiB)", p, k, "MiB/s", "kubectl port-forward", True,
+                             note=note))
 
 
 def _download(port: int, path: str) -> float:
@@ -389,21 +433,129 @@ def profile(bench: Bench, upload: bool, seconds: int = 15) -> str:
     return "\n".join(f"| {100 * c / grand:5.1f}% | `{name[:110]}` |" for name, c in top)
 
 
-def misses(rows: list[Row]) -> str:
-    """The targets missed, by how much (ratio targets only; absolute ones are read off the table)."""
-    lines = []
-    for r in rows:
-        if r.ratio is None or not r.target.startswith(("≥", "≤")) or not r.target.endswith("x"):
-            continue
-        bound = float(r.target[1:].strip().rstrip("x"))
-        if r.target.startswith("≥") and r.ratio < bound:
-            lines.append(f"- {r.name}: {r.ratio:.2f}x against ≥ {bound}x, {100 * (1 - r.ratio / bound):.0f}% short.")
-        if r.target.startswith("≤") and r.ratio > bound:
-            lines.append(f"- {r.name}: {r.ratio:.2f}x against ≤ {bound}x, {100 * (r.ratio / bound - 1):.0f}% over.")
-    return "\n".join(lines) or "- none"
+# --- targets -------------------------------------------------------------------------------
+#
+# A row's target is text for the reader and a check for `misses`, one grammar for both:
+#   "≥ 1.0x", "≤ 0.8x"          podssh / reference (the ratio column)
+#   "≤ reference + 1 ms"        podssh against the reference's own figure plus a margin
+#   "p95 < 0.5 s", "< 1 GiB"    podssh's figure (a leading percentile only names it), in the
+#   "< 2 % of a core"           row's unit or one convertible to it (s/ms, KiB/MiB/GiB)
+#   "100%"                      no comparison: at least (higher is better) or at most
+
+_TARGET = re.compile(
+    r"^(?:p\d+\s+)?(?P<op>≥|≤|<=|>=|<|>|=)?\s*(?:(?P<ref>reference|kubectl)\s*\+\s*)?"
+    r"(?P<num>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>x|%|ms|s|KiB|MiB|GiB)?(?:\s+of a core)?$")
+_SCALES = {"ms": ("time", 0.001), "s": ("time", 1.0), "KiB": ("size", 1 / 1024), "MiB": ("size", 1.0),
+           "GiB": ("size", 1024.0), "%": ("share", 1.0)}
+_OPS = {"≥": ">=", ">=": ">=", "≤": "<=", "<=": "<=", "<": "<", ">": ">", "=": "="}
 
 
-def render(rows: list[Row], profiles: dict[str, str], elapsed: float) -> str:
+@dataclass(frozen=True)
+class Target:
+    op: str  # one of >=, <=, <, >, =
+    bound: float
+    unit: str  # "x": a ratio; "" or a unit: the row's figure
+    plus_reference: bool = False  # the bound is a margin over the reference's figure
+
+    def holds(self, value: float) -> bool:
+        return {">=": value >= self.bound, "<=": value <= self.bound, "<": value < self.bound,
+                ">": value > self.bound, "=": value == self.bound}[self.op]
+
+
+def parse_target(text: str, higher_is_better: bool = True) -> Target | None:
+    """The check a target's text stands for; None for no target; ValueError for text outside
+    the grammar above (a target nobody can check is a mistake, not a pass)."""
+    text = " ".join(text.split())
+    if not text:
+        return None
+    m = _TARGET.match(text)
+    if m is None:
+        raise ValueError(f"unreadable target {text!r}")
+    op = _OPS[m["op"]] if m["op"] else (">=" if higher_is_better else "<=")
+    unit = m["unit"] or ""
+    if unit == "x" and m["ref"]:
+        raise ValueError(f"a ratio cannot be added to the reference: {text!r}")
+    return Target(op, float(m["num"].replace(",", "")), unit, plus_reference=bool(m["ref"]))
+
+
+def _in_unit(value: float, unit: str, row_unit: str) -> float:
+    """A bound given in `unit`, in the row's unit (its first word: "% of a core" is %)."""
+    row = row_unit.split()[0] if row_unit.split() else ""
+    if not unit or unit == row:
+        return value
+    if unit in _SCALES and row in _SCALES and _SCALES[unit][0] == _SCALES[row][0]:
+        return value * _SCALES[unit][1] / _SCALES[row][1]
+    raise ValueError(f"target in {unit} for a row in {row_unit}")
+
+
+def miss(r: Row) -> str | None:
+    """Why the row misses its target (a line of "Targets missed"), or None when it meets it or
+    has none."""
+    if r.name.endswith(": FAILED"):
+        return f"- {r.name[:-len(': FAILED')]}: not measured ({r.note or 'failed'})."
+    try:
+        target = parse_target(r.target, r.higher_is_better)
+    except ValueError as exc:
+        return f"- {r.name}: {exc}."
+    if target is None:
+        return None
+    if target.unit == "x":
+        if r.ratio is None:
+            return f"- {r.name}: no ratio against {r.target} ({r.note or 'a figure is missing'})."
+        if target.holds(r.ratio):
+            return None
+        if target.op in (">=", ">"):
+            return f"- {r.name}: {r.ratio:.2f}x against {r.target}, {100 * (1 - r.ratio / target.bound):.0f}% short."
+        return f"- {r.name}: {r.ratio:.2f}x against {r.target}, {100 * (r.ratio / target.bound - 1):.0f}% over."
+    if r.podssh is None or (target.plus_reference and r.reference is None):
+        return f"- {r.name}: not measured against {r.target} ({r.note or 'a figure is missing'})."
+    try:
+        bound = _in_unit(target.bound, target.unit, r.unit)
+    except ValueError as exc:
+        return f"- {r.name}: {exc}."
+    if target.plus_reference:
+        assert r.reference is not None
+        bound += r.reference
+    if Target(target.op, bound, r.unit).holds(r.podssh):
+        return None
+    against = f"{r.target} (here {bound:,.1f} {r.unit})" if target.plus_reference else r.target
+    return f"- {r.name}: {r.podssh:,.1f} {r.unit} against {against}."
+
+
+def misses(rows: Sequence[Row]) -> str:
+    """Every row that misses its target, by how much; a row that could not be measured is one."""
+    return "\n".join(line for r in rows if (line := miss(r)) is not None) or "- none"
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineState:
+    cpus: int
+    load: tuple[float, float, float]  # 1, 5 and 15 minutes
+
+    @classmethod
+    def now(cls) -> MachineState:
+        return cls(os.cpu_count() or 1, os.getloadavg())
+
+    def __str__(self) -> str:
+        return f"load average {self.load[0]:.2f} / {self.load[1]:.2f} / {self.load[2]:.2f}"
+
+
+def machine_note(rows: Sequence[Row], before: MachineState, after: MachineState, best: float = FLOOR_BEST) -> str:
+    """The machine's state with the run, and a warning when sshd's stdout floor says the run was
+    noisy: the ratios (both sides measured alike) still hold, the absolute figures do not."""
+    text = f"Machine: {before.cpus} CPUs; {before} before the run, {after} after."
+    floors = [r.floor for r in rows if r.floor is not None and r.name.startswith("stdout throughput")]
+    if floors and floors[0] < best / 2:
+        text += (f" **Noisy run**: sshd's stdout floor was {floors[0]:,.1f} MiB/s, below half of its best known "
+                 f"{best:,.0f} MiB/s on this machine; other work competed for the CPUs, so compare ratios, not "
+                 "absolute figures.")
+    return text
+
+
+def render(rows: list[Row], profiles: dict[str, str], elapsed: float, machine: str = "") -> str:
     lines = ["| benchmark | podssh | reference | ratio | OpenSSH sshd (floor) | target | notes |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -412,6 +564,8 @@ def render(rows: list[Row], profiles: dict[str, str], elapsed: float) -> str:
 
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
         ref = "-" if r.reference is None else f"{fmt(r.reference)} ({r.ref_name})"
+        if r.reference is None and r.ref_name and r.note:
+            ref = f"FAILED ({r.ref_name})"
         lines.append(f"| {r.name} | {fmt(r.podssh)} | {ref} | {ratio} | {fmt(r.floor)} | {r.target} | {r.note} |")
     return (
         "# podssh benchmarks\n\n"
@@ -420,6 +574,7 @@ def render(rows: list[Row], profiles: dict[str, str], elapsed: float) -> str:
         f"{subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.split(',')[0]}; "
         "medians of repeated runs; throughput ratio = podssh / reference (higher is better), latency ratio = "
         f"podssh / reference (lower is better). Whole run: {elapsed / 60:.1f} min.\n\n"
+        + (f"{machine}\n\n" if machine else "")
         + "\n".join(lines)
         + "\n\n## Targets missed\n\n" + misses(rows) + "\n"
         + "".join(f"\n## Where the gateway spends its time: {title} (py-spy, leaf functions)\n\n"
@@ -434,12 +589,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size-mb", type=int, default=512)
-    parser.add_argument("--sessions", default="100,500", help="concurrent idle sessions to hold")
+    parser.add_argument("--sessions", default="100,500,1000", help="concurrent idle sessions to hold, "
+                        "round after round (each round's sessions are dropped at once before the next)")
     parser.add_argument("--skip", default="", help="comma-separated: throughput,latency,echo,concurrency,"
                                                   "propagation,files,forward,profile")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     started = time.monotonic()
+    before = MachineState.now()
     cluster = cluster_up()
     cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"))
     cluster.kubectl("wait", "--for=condition=established", "crd/sshaccesses.podssh.dev")
@@ -510,7 +667,8 @@ spec:
     finally:
         sshd.stop()
         gateway.stop(signal.SIGTERM)
-    text = render(bench.rows, profiles, time.monotonic() - started)
+    text = render(bench.rows, profiles, time.monotonic() - started,
+                  machine_note(bench.rows, before, MachineState.now()))
     results = REPO / "benchmarks" / "RESULTS.md"
     # The flood and fuzzing section is measured by benchmarks/flood.py and tests/fuzz/wirefuzz.py
     # (no cluster needed), at other times: a run of this script keeps it as it is.

@@ -157,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after SIGTERM, how long live sessions may go on before they are ended")
     serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
                        help="after SIGTERM, keep accepting (and report not ready) this long first")
-    serve.add_argument("--hang-up", action="store_true",
-                       help="SIGHUP what a session leaves running in the pod when it ends other than by "
-                            "its command's exit (one extra exec per such session)")
+    serve.add_argument("--no-hang-up", dest="hang_up", action="store_false",
+                       help="leave running what a session started in the pod when it ends other than by its "
+                            "command's exit (by default they get SIGHUP, one exec per pod for the sessions "
+                            "dropped together)")
+    serve.add_argument("--hang-up", dest="hang_up", action="store_true", default=True,
+                       help="the default (kept for compatibility)")
     serve.add_argument("--revoked-keys", type=Path, metavar="FILE",
                        help="public keys (one per line) or an OpenSSH KRL (ssh-keygen -k) that may not log in; "
                             "re-read when it changes")

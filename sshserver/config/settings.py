@@ -65,8 +65,9 @@ class GatewaySettings:
     # `| head`) only to servers whose software version starts with "OpenSSH"; without it a
     # command writing forever would keep the client waiting forever.
     version: str = "SSH-2.0-OpenSSH_podssh"
-    # SIGHUP what a session leaves running (hangup.py). Off by default: after a mass disconnect
-    # the cleanup execs competed with new logins (500-session benchmark), not yet resolved.
-    hang_up: bool = False
+    # SIGHUP what a session leaves running (sessions/hangup.py), as sshd's closing of the
+    # terminal would. Batched per pod by the gateway's hangup queue (hangupqueue.py), so a mass
+    # disconnect costs a few execs, not one per session.
+    hang_up: bool = True
     record_dir: Path | None = None  # asciicast recordings of interactive sessions
     revoked_keys: RevokedKeysFile | None = None  # like sshd's RevokedKeys; re-read when it changes

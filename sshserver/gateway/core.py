@@ -20,6 +20,12 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
 - **enforcer** (gateway/enforcer.py): reads the snapshot and the registry; never writes a
   session: it asks the registry to rebind a session to another grant (counted against its
   maxSessions) and asks a session to end (`terminate` aborts its stream) or to warn (`notify`).
+- **hangup** (sessions/hangupqueue.py, when settings.hang_up): the queue of hangups of
+  sessions that ended other than by their command's exit. Session threads only enqueue (never
+  wait; a full queue drops and counts); it collects a wave for 200 ms, then runs one exec per
+  pod and container for all of its tokens on short-lived **hangup-exec** threads, at most 2
+  at a time, which write each session's `session_hangup` record. Closed at shutdown, after the
+  sessions ended.
 - **api-keepalive** (kube/keepalive.py): pings the open API streams; tells a session whose
   stream went silent to end.
 - **pod-cache-NAMESPACE**, one per namespace some grant names (kube/podcache.py, when the
@@ -67,6 +73,8 @@ from sshserver.observability.metrics import Metrics
 from sshserver.observability.observer import EndReason, SessionObserver
 from sshserver.sessions.execsession import ExecSession
 from sshserver.sessions.forward import ForwardSession
+from sshserver.sessions.hangupqueue import EXEC_TIMEOUT as HANGUP_EXEC_TIMEOUT
+from sshserver.sessions.hangupqueue import HangupQueue
 from sshserver.sessions.lifecycle import Session
 from sshserver.sessions.services import SessionServices
 from sshserver.ssh.admission import Admission, Limits, Startups
@@ -122,10 +130,15 @@ class Gateway:
         self.address: tuple[str, int] | None = None
         self.keepalive = ApiKeepalive(settings.api_keepalive, settings.api_keepalive_timeout)
         self.registry = SessionRegistry(self.metrics)
+        self.hangups = HangupQueue.for_pods(kube, min(HANGUP_EXEC_TIMEOUT, settings.exec_timeout),
+                                            on_drop=self.metrics.hangups_dropped.inc)
+        if settings.hang_up:
+            self.hangups.start()
         self.services = SessionServices(
             settings=settings, store=store, kube=kube,
             resolver=PodResolver(kube, on_api_error=self._api_error, cache=pod_cache), keepalive=self.keepalive,
-            audit=self.audit, metrics=self.metrics, registry=self.registry, control=self._control.submit)
+            audit=self.audit, metrics=self.metrics, registry=self.registry, control=self._control.submit,
+            hangups=self.hangups if settings.hang_up else None)
         self.enforcer = Enforcer(self.registry, store, self.services.revoked)
         store.subscribe(self.enforcer.snapshot_changed)
         self.enforcer.start()
@@ -454,9 +467,11 @@ class Gateway:
             time.sleep(0.1)
         for s in self.sessions():
             s.terminate(EndReason.SHUTDOWN, "the gateway shut down")
-        for s in self.sessions():
-            s.join(2)
+        for s in live:  # all of them, not only those still registered: a session hands in its hangup
+            s.join(2)   # after it gave back its place
         self._closing.set()
+        if self.settings.hang_up:
+            self.hangups.close()  # the sessions just ended are hung up before the process goes
         self.enforcer.stop()
         self.keepalive.stop()
         if self.pod_cache is not None:

@@ -62,6 +62,9 @@ class Metrics:
         self.window_budget_used = Gauge(
             "podssh_window_budget_used_bytes",
             "Bytes of large channel receive windows granted, out of --window-budget.", registry=r)
+        self.hangups_dropped = Counter(
+            "podssh_hangups_dropped_total",
+            "Dropped sessions whose processes were not hung up: the hangup queue was full.", registry=r)
         self.snapshot_age = Gauge(
             "podssh_access_snapshot_age_seconds", "Seconds since the access snapshot was built.", registry=r)
         for kind in SESSION_KINDS:  # export zeros, so rates exist before the first session

@@ -3,7 +3,8 @@ skeleton every session follows (attach the stream, copy both ways, end exactly o
 where a channel meets a pod exec stream (execsession.py: shell, exec and the container's
 sftp-server), the gateway's own SFTP server over pod commands (sftpgateway.py), and `ssh -L`
 over the portforward API (forward.py). command.py builds the argv a session runs, hangup.py
-ends what a dropped session left running, exittrailer.py makes a lost exit status visible.
+ends what a dropped session left running (hangupqueue.py batches those per pod),
+exittrailer.py makes a lost exit status visible.
 Sessions see the gateway only through SessionServices (services.py).
 """
 
@@ -13,6 +14,7 @@ __all__ = [
     "exittrailer",
     "forward",
     "hangup",
+    "hangupqueue",
     "lifecycle",
     "services",
     "sftpgateway",

@@ -29,6 +29,7 @@ from sshserver.sessions import hangup
 from sshserver.sessions.command import build_command, missing_tool_hint
 from sshserver.sessions.exittrailer import TrailerFilter
 from sshserver.sessions.exittrailer import new_token as new_trailer_token
+from sshserver.sessions.hangupqueue import Target as HangupTarget
 from sshserver.sessions.lifecycle import Session, SessionRefused
 from sshserver.sessions.services import SessionServices
 from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
@@ -37,7 +38,6 @@ from sshserver.ssh.connection import ChannelState, Connection
 
 log = logging.getLogger("podssh.session")
 
-HANGUP_TIMEOUT = 5.0
 
 
 class _ChannelCloser:
@@ -381,11 +381,18 @@ class ExecSession(Session):
         self._hang_up()  # after the session has given back its place (maxSessions) and metrics
 
     def _hang_up(self) -> None:
-        """Processes the session started outlive its stream unless told: see hangup.py."""
-        req = self._request
-        if self._exited or req is None or self._token is None:
+        """Processes the session started outlive its stream unless told: see hangup.py. Queued
+        for the gateway's hangup thread (hangupqueue.py), which batches the sessions of a pod;
+        this thread never waits for it."""
+        req, hangups = self._request, self._services.hangups
+        if self._exited or req is None or self._token is None or hangups is None:
             return
-        runner = PodRunner(self._services.kube, req, timeout=min(HANGUP_TIMEOUT, self._services.settings.exec_timeout))
-        processes = hangup.hang_up(runner, self._token)
-        self._services.audit.record("session_hangup", conn=self.conn.id, namespace=req.namespace, pod=req.pod,
-                              container=req.container, processes=processes)
+        record = {"conn": self.conn.id, "session": self.id, "namespace": req.namespace, "pod": req.pod,
+                  "container": req.container}
+        audit = self._services.audit
+
+        def reported(processes: int | None) -> None:  # on a hangup thread, once
+            audit.record("session_hangup", **record, processes=processes)
+
+        if not hangups.enqueue(HangupTarget.of(req), self._token, reported):
+            audit.record("session_hangup", **record, processes=None, dropped=True)

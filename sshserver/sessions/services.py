@@ -21,6 +21,7 @@ from sshserver.kube.resolver import PodResolver
 from sshserver.observability.audit import AuditTrail
 from sshserver.observability.metrics import Metrics
 from sshserver.observability.observer import SessionOutcome
+from sshserver.sessions.hangupqueue import HangupQueue
 from sshserver.ssh.connection import Connection
 
 
@@ -56,6 +57,7 @@ class SessionServices:
     metrics: Metrics
     registry: SessionRegistry
     control: Callable[..., Any]  # submit() of the gateway's small control pool
+    hangups: HangupQueue | None = None  # the hangup of dropped sessions (settings.hang_up)
 
     def run_in_control(self, fn: Callable[..., Any], *args: Any) -> None:
         """Small writes (a resize, a notice) that the calling thread must not block on."""

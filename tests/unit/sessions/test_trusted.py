@@ -34,7 +34,8 @@ def test_the_terminal_size_is_never_set_by_a_stty_from_path(tmp_path: Path) -> N
 
 def test_the_hangup_uses_a_checked_grep_not_one_from_path(tmp_path: Path) -> None:
     marker = _planted(tmp_path, "grep")
-    proc = subprocess.run(["/bin/sh", "-c", hangup._SCRIPT, "sh", hangup.new_token()], capture_output=True,
+    token = hangup.new_token()
+    proc = subprocess.run(["/bin/sh", "-c", hangup._SCRIPT, "sh", token], capture_output=True,
                           timeout=30, cwd=tmp_path, env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
-    assert proc.returncode == 0 and proc.stdout == b"0\n", proc.stderr  # nothing carries a fresh token
+    assert proc.returncode == 0 and proc.stdout == f"{token} 0\n".encode(), proc.stderr  # nothing carries it
     assert not marker.exists()
