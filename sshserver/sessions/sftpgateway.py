@@ -417,7 +417,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             return SFTP_NO_SUCH_FILE
         access = flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
         if access == os.O_RDONLY:
-            st = self.stat(where)
+            st = self.stat_path(self._runner, self._tools, where, follow=True)  # `where` is resolved already
             if isinstance(st, int):
                 return st
             if statmod.S_ISDIR(st.st_mode or 0):
