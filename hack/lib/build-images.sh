@@ -4,6 +4,10 @@
 #   podssh.local/busybox:1.35    busybox-static, one symlink per applet; default
 #                                command is an idle loop, so it doubles as the
 #                                pod sandbox ("pause") image
+#   podssh.local/distroless:1   distroless-like: one static binary (/app, a C program
+#                                that sleeps until TERM, built with gcc -static), no
+#                                shell, no libc; /etc/app.conf and a world-writable /data
+#                                for the debug-container tests
 #   podssh.local/debian:bookworm Debian minbase with bash, coreutils, tar, rsync, scp
 #                                and OpenSSH's sftp-server
 #   podssh.local/python-base:bookworm  (only with the argument `python-base`)
@@ -34,6 +38,24 @@ if [[ ! -f "$IMAGES/busybox.tar" ]]; then
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$r/etc/group"
   mkdir -p "$r/var/www" && echo "podssh test page" > "$r/var/www/index.html"
   python3 "$LIB/oci_image.py" "$r" podssh.local/busybox:1.35 "$IMAGES/busybox.tar" --cmd "$IDLE"
+  rm -rf "$work"; trap - EXIT
+fi
+
+if [[ ! -f "$IMAGES/distroless.tar" ]]; then
+  echo ">> building image podssh.local/distroless:1" >&2
+  work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+  r="$work/rootfs"; mkdir -p "$r/etc" "$r/data" "$r/tmp"
+  cat >"$work/app.c" <<'C'
+#include <signal.h>
+#include <unistd.h>
+static void bye(int sig) { (void)sig; _exit(0); }
+int main(void) { signal(SIGTERM, bye); signal(SIGINT, bye); for (;;) pause(); }
+C
+  gcc -static -Os -s -o "$r/app" "$work/app.c"
+  chmod 1777 "$r/data" "$r/tmp"
+  printf 'greeting=hello from the distroless target\n' >"$r/etc/app.conf"
+  printf 'root:x:0:0:root:/:/app\nnonroot:x:65532:65532:nonroot:/data:/app\n' >"$r/etc/passwd"
+  python3 "$LIB/oci_image.py" "$r" podssh.local/distroless:1 "$IMAGES/distroless.tar" --cmd '["/app"]'
   rm -rf "$work"; trap - EXIT
 fi
 

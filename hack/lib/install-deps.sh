@@ -6,7 +6,7 @@ PACKAGES=(
   containerd runc containernetworking-plugins etcd-server
   busybox-static debootstrap iptables conntrack iproute2 socat openssl
   openssh-client openssh-server rsync kmod util-linux procps psmisc ca-certificates buildah
-  prometheus asciinema
+  prometheus asciinema gcc libc6-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

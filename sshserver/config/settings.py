@@ -54,6 +54,7 @@ class GatewaySettings:
     read_size: int = 256 * 1024
     # Kubernetes.
     exec_timeout: float = 30.0
+    debug_start_timeout: float = 60.0  # an ephemeral debug container's pull and start (kube/ephemeral.py)
     # The API leg's keepalive (keepalive.py): a ping after this many silent seconds, and the
     # session ends when nothing came back for api_keepalive_timeout. 0 turns it off.
     api_keepalive: float = 10.0

@@ -106,6 +106,8 @@ class SessionRegistry:
 
     def started(self, session: LiveSession) -> None:
         self._metrics.sessions_active.labels(session.kind).inc()
+        debug = "true" if getattr(session, "debug", None) is not None else "false"  # ExecSession.debug
+        self._metrics.sessions_started.labels(session.kind, debug).inc()
         record = session.record()
         if record is not None:
             self._tell(lambda o: o.session_started(record))

@@ -57,6 +57,19 @@ class Allow:
 
 
 @dataclass(frozen=True)
+class Debug:
+    """spec.debug: the images the gateway may add as an ephemeral debug container to a pod of the
+    grant, when the target container has no shell or the user asks for one; the first is the
+    default, another is picked with the env request DEBUG_IMAGE_ENV."""
+
+    images: tuple[str, ...]
+
+    @property
+    def default_image(self) -> str:
+        return self.images[0]
+
+
+@dataclass(frozen=True)
 class Limits:
     max_sessions: int | None = None
     idle_timeout: float | None = None
@@ -80,6 +93,7 @@ class Grant:
     not_before: datetime | None = None
     expires_at: datetime | None = None
     limits: Limits = field(default_factory=Limits)
+    debug: Debug | None = None
 
     @property
     def ref(self) -> str:
@@ -115,6 +129,16 @@ MAX_SELECTOR_TERMS = 32
 MAX_SHELL_COMMAND = 64
 MAX_SESSIONS = 1000
 MAX_NAME = 253
+MAX_DEBUG_IMAGES = 16
+MAX_IMAGE = 512
+# An image reference as a container's `image` takes it: [registry[:port]/]path[:tag][@digest],
+# lower-case path components. Anything else (spaces, control characters, upper case) is refused
+# before it reaches a pod spec.
+_IMAGE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?", re.ASCII)  # = the CRD's pattern
+# The env request that picks a debug image of the grant's list (ssh -o SetEnv=PODSSH_DEBUG_IMAGE=…);
+# it is never passed to the command.
+DEBUG_IMAGE_ENV = "PODSSH_DEBUG_IMAGE"
 # Control characters (C0, DEL, C1) in the user or a group would reach the Impersonate-User and
 # Impersonate-Group HTTP headers in impersonation mode (CR/LF split headers) and the audit trail.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -258,6 +282,23 @@ def _limits(value: Any) -> Limits:
                   max_session_duration=durations["maxSessionDuration"])
 
 
+def _debug(value: Any) -> Debug | None:
+    """spec.debug: absent means no debug containers; present needs at least one image."""
+    spec = _mapping(value, "spec.debug")
+    if spec is None:
+        return None
+    images = _str_list(spec.get("images"), "spec.debug.images", max_items=MAX_DEBUG_IMAGES, max_length=MAX_IMAGE,
+                       min_items=1)
+    if not images:
+        raise _invalid("spec.debug.images must list at least one image")
+    for i, image in enumerate(images):
+        if not _IMAGE.fullmatch(image):
+            raise _invalid(f"spec.debug.images[{i}] {_shown(image)} is not an image reference")
+    if len(set(images)) != len(images):
+        raise _invalid("spec.debug.images lists an image twice")
+    return Debug(tuple(images))
+
+
 def _time(spec: Mapping[str, Any], field_name: str) -> datetime | None:
     raw = spec.get(field_name)
     if raw is None:
@@ -324,6 +365,7 @@ def _parse_grant(obj: Any) -> Grant:
         not_before=not_before,
         expires_at=expires_at,
         limits=limits,
+        debug=_debug(spec.get("debug")),
     )
 
 

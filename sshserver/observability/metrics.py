@@ -56,6 +56,9 @@ class Metrics:
             "podssh_exec_setup_seconds", "Time to open a pod exec stream.", buckets=SETUP_BUCKETS, registry=r)
         self.api_errors = Counter(
             "podssh_kubernetes_api_errors_total", "Failed Kubernetes API calls by reason.", ["reason"], registry=r)
+        self.sessions_started = Counter(
+            "podssh_sessions_started_total", "Started sessions, by kind and whether in a debug container.",
+            ["kind", "debug"], registry=r)
         self.sessions_ended = Counter(
             "podssh_sessions_ended_total", "Finished sessions by reason.", ["reason"], registry=r)
         self.grants = Gauge("podssh_access_grants", "Grants in the access snapshot in force.", registry=r)
@@ -70,6 +73,8 @@ class Metrics:
         for kind in SESSION_KINDS:  # export zeros, so rates exist before the first session
             self.sessions_active.labels(kind)
             self.session_duration.labels(kind)
+            for debug in ("false", "true"):
+                self.sessions_started.labels(kind, debug)
         for reason in END_REASONS:
             self.sessions_ended.labels(reason)
         for direction in ("to_pod", "from_pod"):

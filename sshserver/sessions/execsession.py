@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import paramiko
 
-from sshserver.grants.access import SessionKind
+from sshserver.grants.access import DEBUG_IMAGE_ENV, Grant, SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
+from sshserver.kube.ephemeral import ROOT, DebugContainer, DebugContainers, DebugError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
@@ -38,6 +39,19 @@ from sshserver.ssh.connection import ChannelState, Connection
 
 log = logging.getLogger("podssh.session")
 
+DEBUG_HINT = "a grant with spec.debug would let podssh add a debug container to this pod"
+
+
+def no_shell(status: ExitStatus) -> bool:
+    """The runtime's answer to an exec of a program the container does not have (not a shell's
+    own 127, which comes without an error)."""
+    return status.code == NOT_FOUND and status.error is not None
+
+
+def no_shell_message(container: str, status: ExitStatus, grant: Grant | None) -> str:
+    """The "no shell" refusal, with the hint when the grant has no spec.debug."""
+    text = f"no shell in this container ({container}: {status.error})"
+    return text if grant is not None and grant.debug is not None else f"{text}; {DEBUG_HINT}"
 
 
 class _ChannelCloser:
@@ -88,6 +102,9 @@ class ExecSession(Session):
         self._trailer: TrailerFilter | None = None  # set for a command without a terminal
         self._request: ExecRequest | None = None
         self._exited = False
+        self._debug_image: str | None = None  # asked for by PODSSH_DEBUG_IMAGE (checked in _prepare)
+        self.debug: DebugContainer | None = None  # set once the session runs in a debug container
+        self.target_container: str | None = None  # the container the user named, when it does
 
     @property
     def tty(self) -> bool:
@@ -157,15 +174,28 @@ class ExecSession(Session):
             return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
         if (ended := self._ended_from_outside()) is not None:
             return ended
+        try:
+            req = self._into_debug_container(req)
+        except ExecError as exc:
+            return self._stream_failed(exc, req)
+        except DebugError as exc:
+            self._services.api_error(exc.reason)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        if (ended := self._ended_from_outside()) is not None:
+            return ended
         if self.kind is SessionKind.SFTP:
             # The container's sftp-server is a program the user could have uploaded: only a
             # grant that may run commands anyway gets it (fast path). Any other is served by the
-            # gateway, with tools by absolute path (see sftpgateway.py).
+            # gateway, with tools by absolute path (see sftpgateway.py). In a debug container,
+            # always the gateway: its paths are the target's, under ROOT.
             may_exec = self.grant is not None and self.grant.allow.exec
             try:
-                tools = sftp_probe(self._runner(req), want_server=may_exec)
+                tools = sftp_probe(self._runner(req), want_server=may_exec and self.debug is None)
             except ExecError as exc:
                 return self._stream_failed(exc, req)
+            if tools.shell_missing:
+                return SessionOutcome(EndReason.REFUSED, REFUSED, no_shell_message(req.container, tools.shell_missing,
+                                                                                   self.grant))
             if tools.sftp_server is None:  # nothing to exec: the gateway speaks SFTP itself
                 return self._serve_sftp_here(req, tools, may_exec)
             req = replace(req, command=(tools.sftp_server,))  # it ends at stdin's EOF: no hangup
@@ -205,6 +235,9 @@ class ExecSession(Session):
             # command (exittrailer.py); whatever it did, it did not report having finished.
             return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, "the exec stream ended without the command's "
                                   "exit status (the connection to the node was lost)")
+        req = self._request
+        if no_shell(status) and req is not None and req.command[:1] == ("/bin/sh",):
+            return SessionOutcome(EndReason.REFUSED, REFUSED, no_shell_message(req.container, status, self.grant))
         if status.code == NOT_FOUND and status.error is None:
             hint = missing_tool_hint(self.command)
             if hint:
@@ -230,7 +263,8 @@ class ExecSession(Session):
         if grant is None:
             limit = allowed[0].limits.max_sessions
             raise SessionRefused(f"grant {allowed[0].ref} allows at most {limit} concurrent sessions")
-        env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k)}
+        self._debug_image = self._requested_debug_image(grant)
+        env = {k: v for k, v in self._requests.env.items() if grant.env_allowed(k) and k != DEBUG_IMAGE_ENV}
         if self.forced is not None and self.requested_command is not None:
             env["SSH_ORIGINAL_COMMAND"] = self.requested_command  # as sshd, for the forced command
         pty = self._requests.pty
@@ -243,6 +277,46 @@ class ExecSession(Session):
             tty=pty is not None,
             size=size, impersonate=self._impersonation(),
         )
+
+    def _requested_debug_image(self, grant: Grant) -> str | None:
+        """PODSSH_DEBUG_IMAGE: a debug container even where there is a shell, of this image (or,
+        when empty, the grant's default); refused when the grant has no spec.debug or does not
+        list the image."""
+        asked = self._requests.env.get(DEBUG_IMAGE_ENV)
+        if asked is None:
+            return None
+        if grant.debug is None:
+            raise SessionRefused(f"not permitted: grant {grant.ref} does not allow debug containers (spec.debug)")
+        if not asked:
+            return grant.debug.default_image
+        if asked not in grant.debug.images:
+            raise SessionRefused(f"not permitted: debug image {asked[:200]!r} is not in spec.debug.images of grant "
+                                 f"{grant.ref} ({', '.join(grant.debug.images)})")
+        return asked
+
+    def _into_debug_container(self, req: ExecRequest) -> ExecRequest:
+        """The request, moved into a debug container when the user asked for one or the target
+        has no shell and the grant has spec.debug (one exec of `/bin/sh -c :` finds out: only
+        for such grants). Unchanged otherwise. Raises DebugError or ExecError."""
+        grant = self.grant
+        if grant is None or grant.debug is None or self.kind is SessionKind.FORWARD:
+            return req
+        image = self._debug_image
+        if image is None:
+            if grant.shell_command is not None and self.kind is SessionKind.SHELL:
+                return req  # a shellCommand needs no shell of the container's
+            probe = self._runner(req).run(["/bin/sh", "-c", ":"])
+            if not no_shell(probe.status):
+                return req
+            image = grant.debug.default_image
+        containers = DebugContainers(self._services.kube, timeout=self._services.settings.debug_start_timeout,
+                                     request_timeout=self._services.settings.exec_timeout)
+        self.debug = containers.ensure(req.namespace, req.pod, req.container, image,
+                                       progress=lambda line: self._write_error(f"podssh: {line}"))
+        self.target_container = req.container
+        event(log, "debug_container", conn=self.conn.id, session=self.id, namespace=req.namespace, pod=req.pod,
+              target=req.container, container=self.debug.name, image=image, created=self.debug.created)
+        return replace(req, container=self.debug.name)
 
     def _trailer_token(self, pty: object | None) -> str | None:
         """A command without a terminal reports its exit status on stderr too (exittrailer.py)."""
@@ -260,6 +334,8 @@ class ExecSession(Session):
             user=self.grant.user if self.grant else None, pty=self.tty,
             command=self.command[:1024] if self.command else None,
             **({"forced": True, "requested_command": (self.requested_command or "")[:1024]} if self.forced else {}),
+            **({"debug_container": self.debug.name, "debug_image": self.debug.image,
+                "target_container": self.target_container} if self.debug is not None else {}),
             **fields)
         self._services.registry.started(self)
 
@@ -275,7 +351,7 @@ class ExecSession(Session):
             return SessionOutcome(EndReason.REFUSED, REFUSED, f"sftp: the container's {SHELL} could have been written "
                                   "by its user; the gateway runs nothing there for an sftp-only grant")
         server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
-                                   tools=tools)
+                                   tools=tools, root=ROOT if self.debug is not None else "")
         self._attach(_ChannelCloser(self.channel))
         self._started(req, sftp="gateway")
         server.run()  # the SFTP request loop, here in the session's thread, until the client ends
@@ -375,6 +451,7 @@ class ExecSession(Session):
             "kind": self.kind, "exit_status": outcome.exit_status,
             "container": self.resolved.container if self.resolved else None,
             "grant": self.grant.ref if self.grant else None,
+            **({"debug_container": self.debug.name, "debug_image": self.debug.image} if self.debug else {}),
             "recording": str(self._recording.path) if self._recording else None}
 
     def _after_end(self) -> None:

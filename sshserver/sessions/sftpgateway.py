@@ -13,6 +13,12 @@ for a non-root user, neither the file nor any directory above it is writable; fo
 can write everything anyway), file and directories are owned by root. Paths from the client are
 made absolute before they reach a tool, so none can be taken for an option. What the tools print
 is parsed byte-exact (statoutput.py): a file name, whatever bytes it holds, is one entry.
+
+In a debug container (kube/ephemeral.py) the tools are the debug image's and the files the
+target's: `root` (/proc/1/root) is put before every path a tool gets, after the client's path
+was made absolute and normalized, so the user sees and names the target's paths. Absolute
+symlinks inside the target resolve against the debug container's root (the kernel follows
+/proc/1/root only once): a limit of the approach, said in the README.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from paramiko.sftp import (
     SFTP_PERMISSION_DENIED,
 )
 
+from sshserver.kube.exitstatus import NOT_FOUND, ExitStatus
 from sshserver.kube.podrunner import PodRunner, Result, StreamReader, StreamWriter
 from sshserver.observability.logevents import event
 from sshserver.sessions.statoutput import (
@@ -89,6 +96,7 @@ class Tools:
     paths: Mapping[str, str]
     sftp_server: str | None = None
     shell_trusted: bool = True  # SHELL itself passed the check (it ran the probe regardless)
+    shell_missing: ExitStatus | None = None  # the runtime's answer when the container has no SHELL
 
     def __getitem__(self, name: str) -> str:
         try:
@@ -110,7 +118,9 @@ def probe(runner: PodRunner, want_server: bool) -> Tools:
         if path is not None:
             paths[tool] = path
     server = next((p for p in SFTP_SERVERS if p in found), None) if want_server else None
-    return Tools(MappingProxyType(paths), server, SHELL in found)
+    status = result.status
+    missing = status if status.code == NOT_FOUND and status.error is not None else None
+    return Tools(MappingProxyType(paths), server, SHELL in found, missing)
 
 
 class PendingBudget:
@@ -284,11 +294,12 @@ class PodWriteHandle(paramiko.SFTPHandle):
 class PodFileSystem(paramiko.SFTPServerInterface):
     """The SFTP operations, each as an exec of a probed tool (see `probe`) in the container."""
 
-    def __init__(self, server: object, *, runner: PodRunner, tools: Tools, **_: Any) -> None:
+    def __init__(self, server: object, *, runner: PodRunner, tools: Tools, root: str = "", **_: Any) -> None:
         super().__init__(server)
         self._runner = runner
         self._tools = tools
-        self._home: str | None = None
+        self._root = root.rstrip("/")  # "" or a debug container's view of the target (/proc/1/root)
+        self._home: str | None = "/" if self._root else None  # the debug container's home is not the target's
         self._budget = PendingBudget()
 
     # --- helpers ----------------------------------------------------------------------------
@@ -335,7 +346,12 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         return SFTP_OK if result.ok else _error_code(result)
 
     def _path(self, path: str) -> str | None:
-        return resolve_path(self._cwd(), path)
+        """The path a tool gets: absolute, and under the root when there is one (normalized
+        first, so that no `..` climbs out of it)."""
+        resolved = resolve_path(self._cwd(), path)
+        if resolved is None or not self._root:
+            return resolved
+        return self._root + "/" + posixpath.normpath(resolved).lstrip("/")
 
     def _cwd(self) -> str:
         if self._home is None:
@@ -357,7 +373,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
     # --- the interface ----------------------------------------------------------------------
 
     def canonicalize(self, path: str) -> str:
-        return posixpath.normpath(self._path(path) or self._cwd())
+        return posixpath.normpath(resolve_path(self._cwd(), path) or self._cwd())
 
     def list_folder(self, path: str) -> list[paramiko.SFTPAttributes] | int:
         """One exec: find hands the entries to stat in batches; statoutput parses the records
@@ -401,7 +417,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             return SFTP_NO_SUCH_FILE
         access = flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
         if access == os.O_RDONLY:
-            st = self.stat(where)
+            st = self.stat_path(self._runner, self._tools, where, follow=True)  # `where` is resolved already
             if isinstance(st, int):
                 return st
             if statmod.S_ISDIR(st.st_mode or 0):

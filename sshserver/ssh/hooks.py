@@ -23,7 +23,7 @@ from paramiko import (
     OPEN_SUCCEEDED,
 )
 
-from sshserver.grants.access import AccessStore, Identity, SessionKind
+from sshserver.grants.access import DEBUG_IMAGE_ENV, AccessStore, Identity, SessionKind
 from sshserver.grants.certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
 from sshserver.grants.envnames import valid_env_name
 from sshserver.grants.keys import fingerprint
@@ -271,7 +271,9 @@ class GatewayServer(paramiko.ServerInterface):
         if len(val) > MAX_ENV_VALUE or "\0" in val or not valid_env_name(key):
             # Not an identifier (`LC_X;id>P`): refused here, and build_command never pastes it.
             return False
-        if not any(g.env_allowed(key) for g in self._conn.grants):
+        # PODSSH_DEBUG_IMAGE is the gateway's, never the pod's: kept for the session to check
+        # against the grant's spec.debug (a clear refusal there, not a silently dropped request).
+        if key != DEBUG_IMAGE_ENV and not any(g.env_allowed(key) for g in self._conn.grants):
             return False
         self._conn.channel_state(channel.get_id()).env[key] = val
         return True

@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = "podssh.local/busybox:1.35"
 DEBIAN = "podssh.local/debian:bookworm"
+DISTROLESS = "podssh.local/distroless:1"  # one static binary, no shell (hack/lib/build-images.sh)
 
 
 @dataclass(frozen=True)

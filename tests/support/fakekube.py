@@ -32,6 +32,12 @@ kept, the stream ended by `timeout_seconds` or by Watch.stop's socket shutdown) 
 the workload readers of AppsV1Api and BatchV1Api. Pods and workloads come back as the client's models.
 Watch requests are recorded as verb "watch".
 
+For debug containers (sshserver/kube/ephemeral.py): CoreV1Api.patch_namespaced_pod_ephemeralcontainers
+applies a strategic merge patch of spec.ephemeralContainers (merged by name; changing one that
+exists answers 422, as the API server does; recorded as verb "patch", subresource
+"ephemeralcontainers"), and `set_container_state` plays the kubelet: it writes the state of an
+ephemeral container into the pod's status.
+
 Threads: every method may be called from any thread (the writer calls from its own); the state
 is behind one lock, and `wait_until` wakes up at every call instead of polling.
 """
@@ -189,6 +195,18 @@ class FakeKube:
             found = self._objects.get((resource, namespace, name))
             return copy.deepcopy(found) if found is not None else None
 
+    def set_container_state(self, namespace: str, pod: str, container: str, state: Mapping[str, Any]) -> None:
+        """Writes status.ephemeralContainerStatuses[container].state, as the kubelet does (e.g.
+        {"running": {}} or {"waiting": {"reason": "ErrImagePull"}}); no action is recorded."""
+        body = self.get(namespace, pod, PODS)
+        assert body is not None, f"no pod {namespace}/{pod}"
+        statuses = [s for s in (body.get("status") or {}).get("ephemeralContainerStatuses") or []
+                    if s.get("name") != container]
+        statuses.append({"name": container, "image": "", "imageID": "", "ready": False, "restartCount": 0,
+                         "state": dict(state)})
+        body.setdefault("status", {})["ephemeralContainerStatuses"] = statuses
+        self.add(body, PODS)
+
     def status_of(self, namespace: str, name: str) -> dict[str, Any]:
         """The object's status as finally written ({} if none or no object)."""
         return (self.get(namespace, name) or {}).get("status") or {}
@@ -307,6 +325,22 @@ class FakeKube:
         patched["metadata"]["resourceVersion"] = str(next(self._versions))
         self._objects[key] = patched
         return copy.deepcopy(patched)
+
+    def _patch_ephemeral(self, action: Action) -> Any:
+        key = (PODS, action.namespace, action.name)
+        stored = self._objects.get(key)
+        if stored is None:
+            raise api_error(404)
+        spec = stored.setdefault("spec", {})
+        current = {c["name"]: c for c in spec.get("ephemeralContainers") or []}
+        for container in ((_wire(action.body).get("spec") or {}).get("ephemeralContainers") or []):
+            if container["name"] in current and current[container["name"]] != container:
+                raise api_error(422, "Invalid")  # "existing ephemeral containers may not be changed"
+            current[container["name"]] = container
+        spec["ephemeralContainers"] = list(current.values())
+        stored["metadata"]["resourceVersion"] = str(self._next_version())
+        self._pod_changes.append((self._version, "MODIFIED", copy.deepcopy(stored)))
+        return _MODELS.deserialize(json.dumps(stored), "V1Pod", "application/json")
 
     def _delete(self, action: Action) -> dict[str, Any]:
         found = self._objects.pop((action.resource, action.namespace, action.name), None)
@@ -490,6 +524,10 @@ class _CoreV1Api:
                                                            "timeout_seconds": timeout_seconds, **options})
         return kube._call(action, lambda: _WatchResponse(kube, namespace, int(resource_version or 0),
                                                          timeout_seconds or 3600))
+
+    def patch_namespaced_pod_ephemeralcontainers(self, name: str, namespace: str, body: Any, **options: Any) -> Any:
+        action = Action("patch", PODS, namespace, name, "ephemeralcontainers", copy.deepcopy(body), options)
+        return self._kube._call(action, lambda: self._kube._patch_ephemeral(action))
 
     def create_namespaced_event(self, namespace: str, body: Any, **options: Any) -> dict[str, Any]:
         name = str(((body or {}).get("metadata") or {}).get("name", ""))
