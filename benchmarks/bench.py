@@ -210,28 +210,34 @@ class Bench:
                                               stderr=subprocess.DEVNULL))
                 if i % 25 == 24:
                     time.sleep(0.5)
-            deadline = time.monotonic() + 120 + n * 0.5
-            pending = list(procs)
-            while pending and time.monotonic() < deadline:
-                fds = {p.stdout.fileno(): p for p in pending if p.stdout}
-                r, _, _ = select.select(list(fds), [], [], 1)
-                for fd in r:
-                    p = fds[fd]
-                    line = p.stdout.readline() if p.stdout else b""
-                    if b"ready" in line:
-                        ready += 1
-                        pending.remove(p)
-                    elif not line:
-                        pending.remove(p)
-            setup = time.monotonic() - started
-            cpu0 = _cpu_seconds(pid)
-            time.sleep(10)
-            cpu = (_cpu_seconds(pid) - cpu0) / 10 * 100
-            rss = _rss_mib(pid)
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
+            try:
+                deadline = time.monotonic() + 120 + n * 0.5
+                pending = list(procs)
+                while pending and time.monotonic() < deadline:
+                    fds = {p.stdout.fileno(): p for p in pending if p.stdout}
+                    # poll, not select: a thousand clients' pipes are numbered past 1024
+                    poller = select.poll()
+                    for fd in fds:
+                        poller.register(fd, select.POLLIN | select.POLLHUP)
+                    r = [fd for fd, _ in poller.poll(1000)]
+                    for fd in r:
+                        p = fds[fd]
+                        line = p.stdout.readline() if p.stdout else b""
+                        if b"ready" in line:
+                            ready += 1
+                            pending.remove(p)
+                        elif not line:
+                            pending.remove(p)
+                setup = time.monotonic() - started
+                cpu0 = _cpu_seconds(pid)
+                time.sleep(10)
+                cpu = (_cpu_seconds(pid) - cpu0) / 10 * 100
+                rss = _rss_mib(pid)
+            finally:  # whatever happened, no client outlives its round
+                for p in procs:
+                    p.kill()
+                for p in procs:
+                    p.wait()
             time.sleep(3)
             self.rows.append(Row(f"{n} idle pty sessions: success", ready / n * 100, None, "%", "", True, "100%",
                                  note=f"all up in {setup:.0f}s"))
@@ -248,7 +254,7 @@ class Bench:
             obj = _grant(name, key)
             self.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
             t0 = time.perf_counter()
-            while subprocess.run(self.ssh_key(key, "true"), capture_output=True).returncode != 0:
+            while subprocess.run(self.ssh_key(key, "true"), capture_output=True, timeout=60).returncode != 0:
                 time.sleep(0.01)
                 if time.perf_counter() - t0 > 20:
                     raise RuntimeError("grant never propagated")
