@@ -46,7 +46,13 @@ def test_one_run_hangs_up_every_session_it_is_given_and_counts_each(namespace: l
     execs = [subprocess.Popen([*namespace, "setsid", "env", f"{hangup.ENV}={t}", "sh", "-c", body])
              for t, body in zip(tokens, bodies, strict=False)]
     try:
-        time.sleep(0.5)
+        # Every process started (five sleeps and the namespace's own), not a fixed pause: under
+        # load half a second was not always enough.
+        deadline = time.monotonic() + 20
+        while subprocess.run([*namespace, "pgrep", "-c", "-x", "sleep"], capture_output=True,
+                             text=True).stdout.strip() != "6":
+            assert time.monotonic() < deadline, "the test's processes did not start"
+            time.sleep(0.05)
         out = subprocess.run([*namespace, *shell, "-c", hangup._SCRIPT, "sh", *tokens, "not;a token", ""],
                              capture_output=True, timeout=30)
         assert out.returncode == 0, out.stderr
