@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,12 +39,19 @@ def namespace() -> Iterator[list[str]]:
         init.wait()
 
 
+def _default_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda s: " ".join(s))
 def test_one_run_hangs_up_every_session_it_is_given_and_counts_each(namespace: list[str], shell: list[str]) -> None:
     tokens = [hangup.new_token() for _ in range(4)]
     bodies = ["sleep 100 & sleep 100 & wait", "sleep 100 & sleep 100 & wait",
               "setsid sleep 100 & wait"]  # the third: a child that left the session, as with setsid(1)
-    execs = [subprocess.Popen([*namespace, "setsid", "env", f"{hangup.ENV}={t}", "sh", "-c", body])
+    # As in a pod, SIGHUP starts at its default: a test run under nohup (CI, `nohup make test`)
+    # would otherwise hand its ignored SIGHUP down to every process here.
+    execs = [subprocess.Popen([*namespace, "setsid", "env", f"{hangup.ENV}={t}", "sh", "-c", body],
+                              preexec_fn=_default_sighup)
              for t, body in zip(tokens, bodies, strict=False)]
     try:
         # Every process started (five sleeps and the namespace's own), not a fixed pause: under
