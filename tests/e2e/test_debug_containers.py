@@ -26,16 +26,17 @@ from tests.support.waiting import wait_for
 APP_CONF = b"greeting=hello from the distroless target\n"
 NOTICE = "podssh: starting a debug container"
 DBG_NS = "podssh-e2e-dbg"
+RESTRICTED_NS = "podssh-e2e-restricted"
 GRANTOR = "dbg-grantor"
 GRANTOR_USER = f"system:serviceaccount:{DBG_NS}:{GRANTOR}"
 
 
-def distroless_pod(name: str) -> str:
+def distroless_pod(name: str, namespace: str = NS) -> str:
     """Like a distroless `nonroot` deployment: Pod Security `restricted`-clean, uid 65532."""
     return f"""
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: distroless, pod: {name}}}}}
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: distroless, pod: {name}}}}}
 spec:
   terminationGracePeriodSeconds: 2
   securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
@@ -183,6 +184,46 @@ def test_without_spec_debug_a_clear_refusal(gw: Gateway, dbg_keys: dict[str, SSH
     assert proc.returncode != 0
     assert "no shell in this container" in err and "spec.debug" in err, err
     assert NOTICE not in err
+
+
+@pytest.fixture(scope="module")
+def restricted(workloads: Cluster) -> Iterator[Cluster]:
+    """A namespace enforcing Pod Security `restricted` (at its latest version), with a distroless pod."""
+    workloads.apply(f"""
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {RESTRICTED_NS}
+  labels: {{pod-security.kubernetes.io/enforce: restricted, pod-security.kubernetes.io/enforce-version: latest}}
+""")
+    workloads.kubectl("delete", "pod", "distroless", "-n", RESTRICTED_NS, "--ignore-not-found", "--wait=true")
+    workloads.apply(distroless_pod("distroless", RESTRICTED_NS))
+    workloads.wait_ready(RESTRICTED_NS, "app=distroless", count=1)
+    yield workloads
+    workloads.kubectl("delete", "namespace", RESTRICTED_NS, "--wait=false", check=False)
+
+
+def test_a_restricted_namespace_admits_the_debug_container(restricted: Cluster, make_gateway: Any,
+                                                           dbg_keys: dict[str, SSHKey], tmp_path: Path) -> None:
+    # The admission controller itself refuses a container that breaks the profile in this namespace
+    # (so the check below is not vacuous): a root, capability-keeping debug container is turned away.
+    bad = {"spec": {"ephemeralContainers": [{"name": "not-restricted", "image": BUSYBOX, "imagePullPolicy": "Never",
+                                             "targetContainerName": "app", "command": ["sleep", "1"]}]}}
+    refused = restricted.kubectl("patch", "pod", "distroless", "-n", RESTRICTED_NS, "--subresource",
+                                 "ephemeralcontainers", "--type", "strategic", "-p", json.dumps(bad), check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
+    gw = make_gateway(grants=[grant("debugger", RESTRICTED_NS, [dbg_keys["debugger"]], {"app": "distroless"},
+                                    allow={"shell": True, "exec": True, "sftp": True},
+                                    debug={"images": [BUSYBOX]})])
+    proc = gw.ssh(f"{RESTRICTED_NS}/distroless", "cat /proc/1/root/etc/app.conf; id -u", dbg_keys["debugger"],
+                  timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == APP_CONF + b"65532\n"
+    [container] = restricted.get("pod", "distroless", "-n", RESTRICTED_NS)["spec"]["ephemeralContainers"]
+    assert container["name"].startswith("podssh-debug-")
+    # SFTP through it as well, rooted at the target's files.
+    listing = sftp(gw, dbg_keys["debugger"], f"{RESTRICTED_NS}/distroless", "ls /etc\n", tmp_path)
+    assert listing.returncode == 0 and "app.conf" in listing.stdout.decode(), listing.stderr
 
 
 @pytest.fixture(scope="module")
