@@ -247,3 +247,45 @@ def test_a_grant_deleted_while_the_watch_is_down_ends_its_session_once_it_is_bac
     finally:
         proxy.close()
         crd.kubectl("-n", NS, "delete", "sshaccess", "gap-live", "--ignore-not-found")
+
+
+def test_the_apiserver_stopped_20s_delays_no_login_and_session_objects_catch_up(
+        crd: Cluster, make_gateway, tmp_path: Path) -> None:
+    """The SSHSession writer is off the login path: the deletions the outage left undone (the
+    objects of the sessions it ended) are retried in the background, and the logins right after
+    the API server is back take as long as before it."""
+    key = make_key(tmp_path, "objs")
+    replica = "fault-objs"
+
+    def objects() -> list[dict]:
+        return crd.get("sshsessions", "-n", NS, "-l", f"podssh.dev/replica={replica}")["items"]
+
+    def timed_login() -> float:
+        began = time.monotonic()
+        assert login_works(gw, key)
+        return time.monotonic() - began
+
+    crd.kubectl("apply", "-f", "-", input=json.dumps(grant("fault-objs", NS, [key], {"app": "web"})))
+    clients: list[subprocess.Popen[bytes]] = []
+    try:
+        gw = make_gateway("--replica", replica, "--api-keepalive", "1", "--api-keepalive-timeout", "5",
+                          grants=None)
+        wait_for(lambda: login_works(gw, key), timeout=15, what="a login with the grant")
+        before = sorted(timed_login() for _ in range(3))[1]
+        clients = [live(gw, key, "sleep 600") for _ in range(5)]
+        wait_for(lambda: len(objects()) == 5, timeout=15, what="the live sessions' objects")
+        stop("kube-apiserver")
+        for client in clients:
+            _, err = client.communicate(timeout=30)
+            assert client.returncode == 255, err
+        time.sleep(20)  # the writer fails its deletions all along
+        bring_back()
+        wait_for(lambda: login_works(gw, key), timeout=10, step=0.5, what="a login once the API server is back")
+        after = sorted(timed_login() for _ in range(3))[1]
+        assert after < before + 1.0, f"logins took {after:.2f}s after the outage, {before:.2f}s before"
+        wait_for(lambda: objects() == [], timeout=30, what="the ended sessions' objects deleted after the outage")
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+        crd.kubectl("-n", NS, "delete", "sshaccess", "fault-objs", "--ignore-not-found")
