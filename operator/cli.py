@@ -321,6 +321,7 @@ def serve(args: argparse.Namespace) -> int:
         session_objects = SessionObjects(
             kube, dns_label(args.replica or _default_replica(), 63 - len("podssh-gateway-"), "gateway"),
             args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default")
+        session_objects.on_call = metrics.track_session_objects(lambda: session_objects.pending)
     if args.access is not None:
         try:
             store = AccessStore(load_access_file(args.access))

@@ -139,6 +139,8 @@ class SessionObjects:
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     on_deleted: Deleted | None = None  # wired by the composition root once the gateway exists
+    # Called on this thread after each API call with "ok", "refused" or "failed" (metrics).
+    on_call: Callable[[str], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _wake: threading.Event = field(default_factory=threading.Event, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -155,6 +157,7 @@ class SessionObjects:
         self._next_cleanup = self.monotonic() + self.cleanup_every / 2
         self._retry_at = 0.0
         self._delay = self.retry_base
+        self._deleting = 0  # deletions taken from _doomed whose call is under way
 
     # --- the observer (session threads; never blocks) --------------------------------------
 
@@ -230,7 +233,8 @@ class SessionObjects:
     def pending(self) -> int:
         """Objects not yet as they should be (created or deleted)."""
         with self._lock:
-            return len(self._doomed) + sum(1 for e in self._live.values() if not e.created and not e.dropped)
+            unwritten = sum(1 for e in self._live.values() if not e.created and not e.dropped)
+            return len(self._doomed) + self._deleting + unwritten
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -291,11 +295,13 @@ class SessionObjects:
             return None
         session_id, (namespace, name) = next(iter(self._doomed.items()))
         del self._doomed[session_id]
+        self._deleting += 1
 
         def run(cancel: bool = False) -> None:
             if cancel:
                 with self._lock:
                     self._doomed[session_id] = (namespace, name)
+                    self._deleting -= 1
                 return
             try:
                 self._call(lambda **o: self.kube.custom.delete_namespaced_custom_object(
@@ -304,6 +310,9 @@ class SessionObjects:
                 with self._lock:
                     self._doomed[session_id] = (namespace, name)
                 raise
+            finally:
+                with self._lock:
+                    self._deleting -= 1
 
         return run
 
@@ -517,14 +526,24 @@ class SessionObjects:
         caller's (ApiException); anything else (5xx, 429, a dead connection) pauses the thread."""
         self.writes += 1
         try:
-            return call(_request_timeout=self.request_timeout)
+            result = call(_request_timeout=self.request_timeout)
         except ApiException as exc:
             if exc.status in ok:
+                self._counted("ok")
                 return None
             if exc.status in DROP or exc.status == 409:
+                self._counted("refused")
                 raise
             why = f"{exc.status} {exc.reason}"
         except Exception as exc:  # connection refused, timeouts, TLS: the API server may come back
             why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            self._counted("ok")
+            return result
+        self._counted("failed")
         event(log, "session_objects_paused", logging.WARNING, error=why, retry_in_s=self._delay)
         raise _Pause()
+
+    def _counted(self, result: str) -> None:
+        if self.on_call is not None:
+            self.on_call(result)

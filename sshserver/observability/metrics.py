@@ -23,6 +23,7 @@ from sshserver.version import version
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
 SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SESSION_KINDS = ("shell", "exec", "sftp", "forward")
+CALL_RESULTS = ("ok", "refused", "failed")
 END_REASONS = ("exit", "client", "error", "refused", "revoked", "expired", "idle", "limit", "shutdown")
 
 
@@ -68,6 +69,13 @@ class Metrics:
         self.hangups_dropped = Counter(
             "podssh_hangups_dropped_total",
             "Dropped sessions whose processes were not hung up: the hangup queue was full.", registry=r)
+        self.session_object_calls = Counter(
+            "podssh_session_object_calls_total",
+            "API calls of the SSHSession writer by result: ok; refused (that object is dropped); failed "
+            "(the writer pauses and retries).", ["result"], registry=r)
+        self.session_objects_pending = Gauge(
+            "podssh_session_objects_pending",
+            "Sessions whose SSHSession object is not yet as it should be (to create or to delete).", registry=r)
         self.snapshot_age = Gauge(
             "podssh_access_snapshot_age_seconds", "Seconds since the access snapshot was built.", registry=r)
         for kind in SESSION_KINDS:  # export zeros, so rates exist before the first session
@@ -81,6 +89,14 @@ class Metrics:
             self.bytes.labels(direction)
         for result in ("accepted", "refused"):
             self.connections_total.labels(result)
+        for result in CALL_RESULTS:
+            self.session_object_calls.labels(result)
+
+    def track_session_objects(self, pending: Callable[[], int]) -> Callable[[str], None]:
+        """Exports the SSHSession writer's backlog; returns the hook it calls after each API call
+        with its result (one of CALL_RESULTS)."""
+        self.session_objects_pending.set_function(lambda: float(pending()))
+        return lambda result: self.session_object_calls.labels(result).inc()
 
     def track_snapshot(self, built_at: Callable[[], float], size: Callable[[], int]) -> None:
         self.snapshot_age.set_function(lambda: max(0.0, time.time() - built_at()))

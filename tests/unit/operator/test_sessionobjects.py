@@ -318,3 +318,32 @@ class FakeSession:
 
     def terminate(self, reason: str, message: str | None = None) -> None:
         self.ended.append((reason, message))
+
+
+def test_the_writers_calls_and_backlog_are_metrics(kube: FakeKube, make_objects) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sshserver.observability.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    kube.fail_next(3, connection_refused())
+    objects = make_objects(retry_cap=0.05)
+    objects.on_call = metrics.track_session_objects(lambda: objects.pending)
+    records = [record() for _ in range(4)]
+    for r in records:
+        objects.session_started(r)
+    kube.wait_until(lambda: len(kube.objects(SESSIONS)) == 4, timeout=5)
+    assert sample("podssh_session_object_calls_total", result="failed") >= 1
+    assert sample("podssh_session_object_calls_total", result="ok") >= 4
+    assert sample("podssh_session_objects_pending") == 0
+    kube.hang_next(1000)
+    objects.session_ended(records[0], ended())
+    time.sleep(0.2)
+    assert sample("podssh_session_objects_pending") == 1  # the deletion the API server did not take yet
+    kube.heal()
+    kube.wait_until(lambda: len(kube.objects(SESSIONS)) == 3, timeout=5)
+    assert sample("podssh_session_objects_pending") == 0
