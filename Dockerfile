@@ -14,13 +14,16 @@ FROM ${BASE} AS build
 ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/podssh
+# Every dependency at its locked version, and only from files whose hash the lock lists (from
+# PyPI or the mirror pip is configured with: the hashes are of the files, not of an index).
 COPY requirements.lock /src/requirements.lock
-RUN /opt/podssh/bin/pip install --no-deps -r /src/requirements.lock
+RUN /opt/podssh/bin/pip install --require-hashes -r /src/requirements.lock
 COPY pyproject.toml README.md LICENSE /src/
 COPY sshserver /src/sshserver
 COPY operator /src/operator
-# pip and setuptools only install: the final image runs without them (less to patch, nothing
-# that installs code at run time).
+# The project itself, resolving nothing (its dependencies are all in place). pip and setuptools
+# only install: the final image runs without them (less to patch, nothing that installs code at
+# run time).
 RUN /opt/podssh/bin/pip install --no-deps /src \
  && /opt/podssh/bin/python -m pip uninstall -y -q pip setuptools wheel \
  && /opt/podssh/bin/python -m compileall -q /opt/podssh

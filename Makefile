@@ -7,17 +7,38 @@ STAMP := $(VENV)/.installed
 # from here; never put the current directory on sys.path.
 export PYTHONSAFEPATH := 1
 
-.PHONY: all venv test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down image helm clean
+.PHONY: all venv lock test test-fast fuzz fuzz-wire lint cluster-up cluster-down demo demo-down image helm clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Exactly the versions (and files, by hash) of requirements-test.lock, then the project itself
+# without resolving anything; redone when pyproject.toml or the lock changes.
+$(STAMP): pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes -r requirements-test.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The hashed locks, resolved from pyproject.toml (run after changing its dependencies; pins that
+# still fit are kept, `make lock UPGRADE=1` moves every pin to the newest that fits):
+#   requirements.lock       the runtime dependencies: the image installs them (Dockerfile)
+#   requirements-test.lock  the same pins plus the test extra: `make venv` installs them
+# The resolver, uv, runs from a venv of its own (.venv-lock), never from the locked one.
+UV_VERSION ?= 0.13.9
+LOCK_VENV := .venv-lock
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command 'make lock' \
+	--no-progress -q $(if $(UPGRADE),--upgrade)
+lock:
+	[ -x $(LOCK_VENV)/bin/uv ] || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml -o requirements.lock
+	sed -i '1i # The runtime dependencies of pyproject.toml with their hashes, installed into the image.' \
+		requirements.lock
+	$(LOCK_VENV)/bin/uv pip compile $(LOCK_FLAGS) pyproject.toml --extra test -c requirements.lock \
+		-o requirements-test.lock
+	sed -i '1i # The pins of requirements.lock plus the test extra of pyproject.toml, installed by make venv.' requirements-test.lock
 
 lint: venv
 	$(VENV)/bin/ruff check sshserver operator tests benchmarks
@@ -72,4 +93,4 @@ demo-down:
 	hack/demo down
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache .ruff_cache

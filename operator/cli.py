@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -16,6 +17,10 @@ from typing import Any
 from sshserver.config.settings import GatewaySettings
 from sshserver.observability.logevents import configure, event
 from sshserver.version import version
+
+from .completion import SHELLS
+from .completion import script as completion_script
+from .helpformat import DefaultsHelpFormatter
 
 log = logging.getLogger("podssh")
 
@@ -121,36 +126,45 @@ def _admission_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.")
+    parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.",
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"podssh {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the SSH gateway")
-    serve.add_argument("--listen", type=_host_port, default=("0.0.0.0", 2222), metavar="HOST:PORT")
-    serve.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    serve.add_argument("--context", help="kubeconfig context")
+    sub_parser = functools.partial(sub.add_parser, formatter_class=DefaultsHelpFormatter)
+    serve = sub_parser("serve", help="run the SSH gateway")
+    serve.add_argument("--listen", type=_host_port, default=("0.0.0.0", 2222), metavar="HOST:PORT",
+                       help="where the SSH server listens (default: 0.0.0.0:2222)")
+    _kube_flags(serve)
     serve.add_argument("--access", type=Path, metavar="FILE",
-                       help="serve the SSHAccess grants in this YAML file instead of watching the cluster")
+                       help="serve the SSHAccess grants in this YAML file instead of watching the cluster "
+                            "(default: watch the cluster)")
     serve.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
                        help="how often the full list of SSHAccess objects replaces the watched view")
     keys = serve.add_mutually_exclusive_group()
     keys.add_argument("--host-key-dir", type=Path, metavar="DIR",
-                      help="directory of ssh_host_{ed25519,ecdsa}_key, generated when absent")
+                      help="directory of ssh_host_{ed25519,ecdsa}_key, generated when absent "
+                           "(default: /var/lib/podssh/hostkeys)")
     keys.add_argument("--host-key-secret", type=_ns_name, metavar="NAMESPACE/NAME",
-                      help="Secret holding the host keys, created when absent")
-    serve.add_argument("--banner", help="text shown to clients before authentication")
-    serve.add_argument("--banner-file", type=Path, help="file whose text is shown before authentication")
+                      help="Secret holding the host keys, created when absent (default: none, keys from "
+                           "--host-key-dir)")
+    serve.add_argument("--banner", metavar="TEXT", help="text shown to clients before authentication (default: none)")
+    serve.add_argument("--banner-file", type=Path, metavar="FILE",
+                       help="file whose text is shown before authentication, instead of --banner (default: none)")
     serve.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
-                       help="serve /metrics, /healthz and /readyz on this address")
+                       help="serve /metrics, /healthz and /readyz on this address (default: off)")
     serve.add_argument("--audit-log", default="-", metavar="FILE",
-                       help="where the audit trail (JSON lines) goes; - for stdout (default)")
+                       help="where the audit trail (JSON lines) goes; - for stdout (default: -)")
     serve.add_argument("--record-dir", type=Path, metavar="DIR",
-                       help="record interactive sessions here as asciicast v2 files")
+                       help="record interactive sessions here as asciicast v2 files (default: off)")
     serve.add_argument("--impersonate", action="store_true",
-                       help="exec as the grant's user (Impersonate-User), so cluster RBAC decides")
-    serve.add_argument("--max-auth-tries", type=int, default=6)
-    serve.add_argument("--login-grace-time", type=float, default=30.0, metavar="SECONDS")
+                       help="exec as the grant's user (Impersonate-User), so cluster RBAC decides (default: off, "
+                            "exec as the gateway's service account)")
+    serve.add_argument("--max-auth-tries", type=int, default=6, metavar="N",
+                       help="authentication attempts per connection, as sshd's MaxAuthTries")
+    serve.add_argument("--login-grace-time", type=float, default=30.0, metavar="SECONDS",
+                       help="from connecting to logged in, as sshd's LoginGraceTime")
     serve.add_argument("--max-unauthenticated", type=_positive, metavar="N",
-                       help="the FULL of --max-startups (kept for compatibility)")
+                       help="the FULL of --max-startups (kept for compatibility; default: that of --max-startups)")
     _admission_flags(serve)
     _session_object_flags(serve)
     serve.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -162,63 +176,78 @@ def build_parser() -> argparse.ArgumentParser:
                             "command's exit (by default they get SIGHUP, one exec per pod for the sessions "
                             "dropped together)")
     serve.add_argument("--hang-up", dest="hang_up", action="store_true", default=True,
-                       help="the default (kept for compatibility)")
+                       help="hang up what a session started when it ends (the default; kept for compatibility)")
     serve.add_argument("--revoked-keys", type=Path, metavar="FILE",
                        help="public keys (one per line) or an OpenSSH KRL (ssh-keygen -k) that may not log in; "
-                            "re-read when it changes")
+                            "re-read when it changes (default: none)")
     serve.add_argument("--no-pod-cache", dest="pod_cache", action="store_false",
                        help="resolve every target with API calls instead of watching the pods of the granted "
-                            "namespaces (the watch needs the `watch` verb on pods)")
+                            "namespaces (the watch needs the `watch` verb on pods; default: watch them)")
     serve.add_argument("--api-keepalive", type=float, default=10.0, metavar="SECONDS",
                        help="ping a session's API server stream after this many silent seconds (0: off)")
     serve.add_argument("--api-keepalive-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="end a session whose API server stream stayed silent this long, pings included")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    gr = sub.add_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="the least severe log lines written")
+    gr = sub_parser("grant", help="print an SSHAccess for `kubectl apply -f -`")
     gr.add_argument("--user", required=True, help="who gets access (audit trail)")
-    gr.add_argument("--key", required=True, action="append", type=Path, help="public key file (repeatable)")
-    gr.add_argument("--namespace", "-n", required=True)
+    gr.add_argument("--key", required=True, action="append", type=Path, metavar="FILE",
+                    help="public key file (repeatable)")
+    gr.add_argument("--namespace", "-n", required=True, help="the namespace of the pods and of the SSHAccess")
     gr.add_argument("--selector", "-l", required=True, help="pod labels, key=value[,key=value]")
     gr.add_argument("--name", help="object name (default: USER-ssh)")
-    gr.add_argument("--expires", help="validity from now, e.g. 8h, 30m")
+    gr.add_argument("--expires", help="validity from now, e.g. 8h, 30m (default: no expiry)")
     gr.add_argument("--allow", default="shell,exec", help="shell,exec,sftp (default: shell,exec)")
-    gr.add_argument("--port-forward", type=int, action="append", metavar="PORT", help="allow ssh -L to PORT")
-    sc = sub.add_parser("ssh-config", help="print an ~/.ssh/config block for the gateway")
+    gr.add_argument("--port-forward", type=int, action="append", metavar="PORT",
+                    help="allow ssh -L to PORT (repeatable; default: none)")
+    sc = sub_parser("ssh-config", help="print an ~/.ssh/config block for the gateway")
     sc.add_argument("--host", required=True, help="the gateway's address")
-    sc.add_argument("--port", type=int, default=22)
-    sc.add_argument("--alias", default="podssh")
-    sc.add_argument("--identity", help="private key file to use")
-    sc.add_argument("--known-hosts-file", default="~/.ssh/podssh_known_hosts",
+    sc.add_argument("--port", type=int, default=22, help="the gateway's port")
+    sc.add_argument("--alias", default="podssh", help="the Host name of the block, and its HostKeyAlias")
+    sc.add_argument("--identity", metavar="FILE", help="private key file to use (default: ssh's own choice)")
+    sc.add_argument("--known-hosts-file", default="~/.ssh/podssh_known_hosts", metavar="FILE",
                     help="where `podssh known-hosts` output was saved (default: %(default)s)")
     sc.add_argument("--target", action="append", default=[], metavar="TARGET",
                     help="a target (NAMESPACE/POD[:CONTAINER] or NAMESPACE/KIND/NAME) that gets a Host block of "
-                         "its own with User set, for scp and rsync (repeatable)")
+                         "its own with User set, for scp and rsync (repeatable; default: none)")
     sc.add_argument("--name", action="append", default=[], metavar="HOST",
                     help="the Host name of the --target at the same position (default: the target with '-' "
                          "for '/' and ':')")
-    kh = sub.add_parser("known-hosts", help="print known_hosts lines for the gateway's host keys (from its Secret)")
+    kh = sub_parser("known-hosts", help="print known_hosts lines for the gateway's host keys (from its Secret)")
     kh.add_argument("--host", required=True, help="the gateway's address, as clients reach it")
-    kh.add_argument("--port", type=int, default=22)
+    kh.add_argument("--port", type=int, default=22, help="the gateway's port, as clients reach it")
     kh.add_argument("--alias", default="podssh", help="the HostKeyAlias of `podssh ssh-config` (default: podssh)")
-    kh.add_argument("--kubeconfig")
-    kh.add_argument("--context")
+    _kube_flags(kh)
     kh.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME",
                     help="the Secret holding the host keys (default: podssh-system/podssh-hostkeys)")
     kh.add_argument("--ca", action="store_true",
                     help="print the @cert-authority line of the host CA (see host-cert) instead of the keys")
-    hc = sub.add_parser("host-cert", help="sign the gateway's host keys with a host CA; stored in the Secret")
-    hc.add_argument("--ca-key", required=True, type=Path, help="the host CA's private key (OpenSSH format)")
+    hc = sub_parser("host-cert", help="sign the gateway's host keys with a host CA; stored in the Secret")
+    hc.add_argument("--ca-key", required=True, type=Path, metavar="FILE",
+                    help="the host CA's private key (OpenSSH format)")
     hc.add_argument("--principals", required=True, help="the host names clients use, NAME[,NAME]")
     hc.add_argument("--validity", default="8760h", help="how long the certificates are valid (default: 8760h)")
-    hc.add_argument("--kubeconfig")
-    hc.add_argument("--context")
-    hc.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME")
-    op = sub.add_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
-    op.add_argument("--kubeconfig")
-    op.add_argument("--context")
-    op.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS")
-    op.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _kube_flags(hc)
+    hc.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME",
+                    help="the Secret holding the host keys (default: podssh-system/podssh-hostkeys)")
+    op = sub_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
+    _kube_flags(op)
+    op.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
+                    help="how often the full list of SSHAccess objects replaces the watched view")
+    op.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                    help="the least severe log lines written")
+    co = sub_parser("completion", help="print the shell completion script (bash: source it; zsh: save it as "
+                                       "_podssh in a directory of $fpath)")
+    co.add_argument("shell", choices=SHELLS, help="the shell")
     return parser
+
+
+def _kube_flags(parser: argparse.ArgumentParser) -> None:
+    """--kubeconfig and --context, the same on every subcommand that talks to the API server."""
+    parser.add_argument("--kubeconfig", metavar="FILE",
+                        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    parser.add_argument("--context", metavar="NAME",
+                        help="kubeconfig context (default: the kubeconfig's current context)")
 
 
 def _fail(message: str) -> int:
@@ -469,7 +498,11 @@ def run_operator(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(completion_script(parser, args.shell).rstrip("\n"))
+        return 0
     if args.command == "serve":
         return serve(args)
     if args.command == "operator":
