@@ -240,7 +240,7 @@ def check_policy(cluster: Cluster, name: str) -> Result:
     except ApiException as exc:
         if _no_such_kind(exc):
             return Result(Status.FAIL, what, "the API server does not serve admissionregistration.k8s.io/v1 "
-                          "ValidatingAdmissionPolicies", f"Kubernetes {MIN_KUBERNETES[0]}.{MIN_KUBERNETES[1]}+")
+                          "ValidatingAdmissionPolicies", f"Kubernetes {MIN_KUBERNETES[0]}.{MIN_KUBERNETES[1]} or later")
         if exc.status == 404:
             return Result(Status.FAIL, what, "the policy or its binding is not installed: nothing stops users "
                           "from granting access they do not hold themselves", INSTALL_FIX)
@@ -275,7 +275,7 @@ def check_rbac(cluster: Cluster, install: Install) -> list[Result]:
             missing.append(right)
     if not missing:
         return [Result(Status.OK, what, f"holds the {len(rights)} rights the gateway needs")]
-    return [Result(Status.FAIL, what, f"may not {r.text()}", f"{INSTALL_FIX} ({r.role} and its binding)")
+    return [Result(Status.FAIL, what, f"may not {r.text()}", f"apply {r.role} and its binding: {INSTALL_FIX}")
             for r in missing]
 
 
