@@ -34,6 +34,7 @@ from sshserver.grants.keys import CERT_SUFFIX, InvalidKeyError, fingerprint, par
 from sshserver.kube.client import TRANSPORT_ERRORS, KubeClient, unreachable
 
 from . import GROUP, PLURAL, SESSION_PLURAL, VERSION
+from .manifests import read_keys
 
 EXEC_PROTOCOL = "v5.channel.k8s.io"
 MIN_KUBERNETES = (1, 30)  # the first release whose API server speaks EXEC_PROTOCOL
@@ -434,24 +435,10 @@ def _key_identity(text: str) -> tuple[str, Any]:
         raise ValueError(str(exc)) from None
 
 
-def read_key(path: Path) -> str:
-    """The first key line of a .pub file; ValueError with a one-line reason."""
-    try:
-        text = path.expanduser().read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    if "PRIVATE KEY" in text:
-        raise ValueError(f"{path} is a private key: pass the .pub file")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if not lines:
-        raise ValueError(f"{path} holds no public key")
-    return lines[0]
-
-
 def check_key(cluster: Cluster, path: Path) -> Result:
     """Parses the cluster's SSHAccess objects as the gateway does and asks its snapshot."""
     try:
-        line = read_key(path)
+        line = read_keys([path])[0]
         fp, certificate = _key_identity(line)
     except ValueError as exc:
         return Result(Status.FAIL, f"key {path}", str(exc), "pass an OpenSSH public key (.pub) or certificate file")
