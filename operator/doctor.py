@@ -101,9 +101,9 @@ class Right:
     role: str = ""  # what grants it, for the hint
 
     def text(self) -> str:
-        what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        if self.group:
-            what += f".{self.group}"
+        what = f"{self.resource}.{self.group}" if self.group else self.resource  # as kubectl names it
+        if self.subresource:
+            what += f"/{self.subresource}"
         if self.name:
             what += f" {self.name}"
         return f"{self.verb} {what} " + (f"in {self.namespace}" if self.namespace else "(all namespaces)")
