@@ -481,12 +481,15 @@ def config_failure(exc: BaseException, kubeconfig: str | None) -> Result:
 
 
 def api_failure(exc: BaseException) -> Result:
-    """The one line for an API server that cannot be reached or refuses our credentials."""
+    """The one line for an API server that cannot be reached, refuses our credentials, or answers
+    what no API server would (a proxy's HTML page, say)."""
+    what, hint = "Kubernetes API server", "check --kubeconfig and --context (kubectl cluster-info)"
     if isinstance(exc, ApiException):
-        return Result(Status.FAIL, "Kubernetes API server", f"refused the request ({_message(exc)})",
+        return Result(Status.FAIL, what, f"refused the request ({_message(exc)})",
                       "check your credentials: kubectl --context CONTEXT get --raw /version")
-    return Result(Status.FAIL, "Kubernetes API server", str(unreachable(exc)),
-                  "check --kubeconfig and --context (kubectl cluster-info)")
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return Result(Status.FAIL, what, str(unreachable(exc)), hint)
+    return Result(Status.FAIL, what, f"unexpected answer to /version ({type(exc).__name__}: {str(exc)[:200]})", hint)
 
 
 def _guarded(what: str, check: Callable[[], Result | list[Result]]) -> list[Result]:
@@ -503,13 +506,16 @@ def _guarded(what: str, check: Callable[[], Result | list[Result]]) -> list[Resu
     return found if isinstance(found, list) else [found]
 
 
-def run(cluster: Cluster, install: Install, read_keys: HostKeyReader, address: tuple[str, int] | None = None,
+def run(cluster: Cluster, install: Install, host_keys: HostKeyReader, address: tuple[str, int] | None = None,
         key: Path | None = None, probe_timeout: float = 5.0) -> Iterator[Result]:
     """Every check in order. The API server's version comes first: when it cannot be had (no route,
-    refused credentials) that one FAIL is the whole report, since every other check would say the same."""
+    refused credentials, not an API server) that one FAIL is the whole report, since every other
+    check would say the same."""
     try:
         version = cluster.version()
-    except (ApiException, *TRANSPORT_ERRORS) as exc:
+        if not isinstance(version, dict):
+            raise ValueError("/version is not a JSON object")
+    except Exception as exc:  # whatever the answer, one line (see api_failure)
         yield api_failure(exc)
         return
     for plural in (PLURAL, SESSION_PLURAL):
@@ -517,10 +523,11 @@ def run(cluster: Cluster, install: Install, read_keys: HostKeyReader, address: t
     for policy in install.policies:
         yield from _guarded(f"admission policy {policy}", partial(check_policy, cluster, policy))
     yield from _guarded("gateway RBAC", partial(check_rbac, cluster, install))
-    yield from _guarded("host keys", partial(check_host_keys, cluster, install, read_keys))
-    yield check_exec_protocol(version)
+    yield from _guarded("host keys", partial(check_host_keys, cluster, install, host_keys))
+    yield from _guarded(f"exec protocol {EXEC_PROTOCOL}", partial(check_exec_protocol, version))
     if address is not None:
-        yield check_address(*address, timeout=probe_timeout)
+        yield from _guarded(f"gateway at {address[0]}:{address[1]}",
+                            partial(check_address, *address, timeout=probe_timeout))
     else:
         yield from _guarded("gateway reachability", partial(check_service, cluster, install))
     if key is not None:

@@ -517,3 +517,22 @@ def test_an_answer_of_an_unexpected_shape_is_a_fail_line_not_a_traceback(api: Fa
     assert code == 1
     assert line(lines, "CRD sshaccesses.podssh.dev").startswith("FAIL CRD sshaccesses.podssh.dev: unexpected ")
     assert line(lines, "CRD sshsessions.podssh.dev").startswith("OK ")
+
+
+def test_a_malformed_kubeconfig_is_one_fail_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("clusters: [not closed\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["doctor", "--kubeconfig", str(kubeconfig)])
+    assert code == 1
+    assert out.getvalue().splitlines() == [
+        f"FAIL Kubernetes configuration: {kubeconfig}: while parsing a flow sequence — fix: pass --kubeconfig FILE "
+        "(and --context NAME), or set KUBECONFIG"]
+
+
+def test_something_that_is_no_api_server_is_one_fail_line(api: FakeApiServer, tmp_path: Path) -> None:
+    api.put("/version", ["a", "list"])
+    code, lines = doctor(api, tmp_path)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("FAIL Kubernetes API server: unexpected answer to /version (")
