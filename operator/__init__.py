@@ -7,7 +7,8 @@ thread); handlers.py are kopf's handlers; inventory.py turns objects into snapsh
 of status patches and Events; sessionevents.py turns the gateway's session reports into
 Events; sessionobjects.py keeps one SSHSession object per live session (the "session-objects"
 thread, a sibling writer: its own Lease, cleanup of dead replicas' objects, Events on target
-pods); manifests.py renders the install manifests. cli.py, the `podssh` command, is the
+pods); manifests.py renders the install manifests; doctor.py checks an installation from a
+user's machine (`podssh doctor`). cli.py, the `podssh` command, is the
 composition root: the only module that knows both planes (the import contract checks it).
 """
 

@@ -125,6 +125,34 @@ def _admission_flags(serve: argparse.ArgumentParser) -> None:
              "window and run slower (default: %(default)s)")
 
 
+def _address(text: str) -> tuple[str, int]:
+    from .doctor import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _doctor_parser(sub_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    dr = sub_parser("doctor", help="check an installation from your machine: CRDs, admission policies, the "
+                        "gateway's RBAC, host keys, the API server, reachability, a key's grants")
+    _kube_flags(dr)
+    dr.add_argument("--namespace", "-n", default="podssh-system",
+                    help="where the gateway is installed (default: %(default)s)")
+    dr.add_argument("--name", default="podssh",
+                    help="the installation's object name: its ServiceAccount, Service, Secret NAME-hostkeys and "
+                         "policies NAME-...; with Helm the release's full name (default: %(default)s)")
+    dr.add_argument("--service-account", metavar="NAME", help="the gateway's ServiceAccount (default: --name)")
+    dr.add_argument("--secret", metavar="NAME", help="the host-key Secret (default: NAME-hostkeys)")
+    dr.add_argument("--address", type=_address, metavar="HOST[:PORT]",
+                    help="connect to the gateway here and read its SSH version line (port 22 when omitted)")
+    dr.add_argument("--key", type=Path, metavar="FILE",
+                    help="a public key (or certificate) file: which grants in force it has")
+    dr.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                    help="for the --address probe (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podssh", description="SSH into Kubernetes pods.",
                                      formatter_class=DefaultsHelpFormatter)
@@ -230,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kube_flags(hc)
     hc.add_argument("--secret", type=_ns_name, default=("podssh-system", "podssh-hostkeys"), metavar="NAMESPACE/NAME",
                     help="the Secret holding the host keys (default: podssh-system/podssh-hostkeys)")
+    _doctor_parser(sub_parser)
     op = sub_parser("operator", help="run only the control plane: watch SSHAccess, write status and Events")
     _kube_flags(op)
     op.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
@@ -479,6 +508,38 @@ def host_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """Prints one line per check; 1 when one FAILed. No traceback and no exit 2: a kubeconfig that
+    cannot be loaded is a finding like the others."""
+    from sshserver.grants.keys import fingerprint
+    from sshserver.kube.client import KubeClient
+    from sshserver.ssh import hostkeys
+
+    from .doctor import Cluster, Install, Status, config_failure, run
+
+    try:
+        kube = KubeClient.load(args.kubeconfig, args.context)
+    except Exception as exc:  # a malformed kubeconfig raises YAML, Key and Attribute errors too: one line
+        print(config_failure(exc, args.kubeconfig).line())
+        return 1
+
+    def read_host_keys(namespace: str, name: str) -> list[str]:
+        try:
+            keys = hostkeys.read_secret(kube.core, namespace, name)
+        except hostkeys.HostKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return [f"{key.get_name()} {fingerprint(key.asbytes())}" for key in keys]
+
+    install = Install(namespace=args.namespace, name=args.name, service_account=args.service_account,
+                      secret=args.secret)
+    failed = False
+    for result in run(Cluster(kube), install, read_host_keys, address=args.address, key=args.key,
+                      probe_timeout=args.timeout):
+        print(result.line(), flush=True)
+        failed = failed or result.status is Status.FAIL
+    return 1 if failed else 0
+
+
 def run_operator(args: argparse.Namespace) -> int:
     from sshserver.grants.access import AccessStore
 
@@ -511,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         return known_hosts(args)
     if args.command == "host-cert":
         return host_cert(args)
+    if args.command == "doctor":
+        return doctor(args)
     from .manifests import config_targets, grant_manifest, read_keys, ssh_config
 
     try:

@@ -123,6 +123,24 @@ def test_ssh_login_through_the_helm_release(login: list[str]) -> None:
     assert proc.stdout.startswith("helm-ok\n")
 
 
+def test_doctor_checks_the_release_under_its_own_names(release: Cluster, login: list[str]) -> None:
+    """`podssh doctor --namespace --name` finds the release's objects (podssh-helm-…), its
+    ServiceAccount's rights, its host keys and the login key's grant."""
+    key = login[login.index("-i") + 1] + ".pub"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "podssh"), "doctor", "--kubeconfig", release.kubeconfig,
+                           "--namespace", HELM_NS, "--name", RELEASE, "--address",
+                           f"{release.node_ip}:{node_port(release)}", "--key", key],
+                          env=release.env, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, (lines, proc.stderr)
+    assert not [x for x in lines if not x.startswith("OK ")], lines
+    text = proc.stdout
+    assert f"OK   admission policy {RELEASE}-grantor-holds-exec: installed and bound (Deny)" in text
+    assert f"OK   gateway RBAC (serviceaccount {HELM_NS}/{RELEASE}): holds the " in text
+    assert f"OK   host keys (secret {HELM_NS}/{SECRET}): ssh-ed25519 SHA256:" in text
+    assert f": 1 grant(s) in force, namespace(s) {NS}: {NS}/helm-login (user helm-login, " in text
+
+
 def test_the_image_carries_its_labels_and_no_pip(release: Cluster) -> None:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     info = json.loads(subprocess.run(["buildah", "inspect", "--type", "image", f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"],
