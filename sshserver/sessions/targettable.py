@@ -14,7 +14,7 @@ from sshserver.grants.access import Grant
 HEADER = ("TARGET", "CONTAINERS", "ALLOWS", "UNTIL", "GRANT")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Row:
     target: str  # namespace/pod: what the user name takes
     containers: str
@@ -46,7 +46,8 @@ def row(grant: Grant, pod: Any) -> Row | None:
 
 def rows(selected: Iterable[tuple[Grant, Sequence[Any]]]) -> list[Row]:
     """Every grant's rows, sorted by target, then grant."""
-    return sorted(r for grant, pods in selected for pod in pods if (r := row(grant, pod)) is not None)
+    found = [r for grant, pods in selected for pod in pods if (r := row(grant, pod)) is not None]
+    return sorted(found, key=lambda r: (r.target, r.grant))
 
 
 def render(table: Sequence[Row]) -> list[str]:
