@@ -13,9 +13,9 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
   `start_session`; they never wait on the network.
 - **session** threads (`shell-C-N`, `exec-C-N`, `sftp-C-N`, `forward-C-N`): each owns its session
   (sessions/lifecycle.py): resolves the pod, claims a grant from the registry, opens the
-  stream, copies pod → client, and ends itself. A `list-C-N` thread (`ssh ls@gateway`) only
-  reads the grants and the pods they select, writes the table and ends. A second thread per session (`stdin-…`,
-  `forward-in-…`) copies client → pod.
+  stream, copies pod → client, and ends itself. A second thread per session (`stdin-…`,
+  `forward-in-…`) copies client → pod. A `list-C-N` thread (`ssh ls@gateway`, the only one
+  without a second) reads the grants and the pods they select, writes the table and ends.
 - **control-N** (a pool of 4): small writes other threads must not block on: terminal resizes
   (asked by the Transport thread) and notices (asked by the enforcer).
 - **enforcer** (gateway/enforcer.py): reads the snapshot and the registry; never writes a
