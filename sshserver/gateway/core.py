@@ -14,7 +14,8 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
 - **session** threads (`shell-C-N`, `exec-C-N`, `sftp-C-N`, `forward-C-N`): each owns its session
   (sessions/lifecycle.py): resolves the pod, claims a grant from the registry, opens the
   stream, copies pod → client, and ends itself. A second thread per session (`stdin-…`,
-  `forward-in-…`) copies client → pod.
+  `forward-in-…`) copies client → pod. A `list-C-N` thread (`ssh ls@gateway`, the only one
+  without a second) reads the grants and the pods they select, writes the table and ends.
 - **control-N** (a pool of 4): small writes other threads must not block on: terminal resizes
   (asked by the Transport thread) and notices (asked by the enforcer).
 - **enforcer** (gateway/enforcer.py): reads the snapshot and the registry; never writes a
@@ -76,6 +77,7 @@ from sshserver.sessions.forward import ForwardSession
 from sshserver.sessions.hangupqueue import EXEC_TIMEOUT as HANGUP_EXEC_TIMEOUT
 from sshserver.sessions.hangupqueue import HangupQueue
 from sshserver.sessions.lifecycle import Session
+from sshserver.sessions.listing import ListingSession
 from sshserver.sessions.services import SessionServices
 from sshserver.ssh.admission import Admission, Limits, Startups
 from sshserver.ssh.connection import Connection
@@ -420,6 +422,17 @@ class Gateway:
             return False
         state = conn.channel_state(channel.get_id())
         session = ExecSession(self.services, conn, channel, kind, command, state)
+        session.answered = transports.expect_answer(channel)
+        return self._start(conn, session)
+
+    def start_listing(self, conn: Connection, channel: paramiko.Channel, asked: SessionKind,
+                      command: str | None) -> bool:
+        """Starts the listing of the key's targets, for a shell/exec/sftp request of the reserved
+        user name `ls` (HookServices; Transport thread, never blocks)."""
+        if self._stopping.is_set():
+            return False
+        state = conn.channel_state(channel.get_id())
+        session = ListingSession(self.services, conn, channel, asked, command, state)
         session.answered = transports.expect_answer(channel)
         return self._start(conn, session)
 

@@ -33,6 +33,7 @@ class SessionKind(StrEnum):
     EXEC = "exec"
     SFTP = "sftp"
     FORWARD = "forward"  # ssh -L: allowed per port, by allow.portForward
+    LIST = "list"  # ssh ls@gateway: the key's targets; any grant in force allows it (target.is_listing)
 
 
 class GrantError(ValueError):
@@ -53,7 +54,17 @@ class Allow:
     def permits(self, kind: SessionKind, port: int | None = None) -> bool:
         if kind is SessionKind.FORWARD:
             return port is not None and port in self.port_forward
+        if kind is SessionKind.LIST:
+            return True  # a grant in force shows itself to its key, whatever it allows
         return {SessionKind.SHELL: self.shell, SessionKind.EXEC: self.exec, SessionKind.SFTP: self.sftp}[kind]
+
+    def summary(self) -> str:
+        """What the listing shows: `shell,exec,sftp,forward:80,8080` (forward last, so the ports
+        after it read unambiguously), `-` for nothing."""
+        kinds = [k for k, on in (("shell", self.shell), ("exec", self.exec), ("sftp", self.sftp)) if on]
+        if self.port_forward:
+            kinds.append("forward:" + ",".join(str(p) for p in sorted(self.port_forward)))
+        return ",".join(kinds) or "-"
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,13 @@ class Grant:
         TERM, LANG, LC_* or a name of the grant's spec.env."""
         if not valid_env_name(name):
             return False
-        return name in DEFAULT_ENV or name.startswith("LC_") or name in self.env
+        return default_env(name) or name in self.env
+
+
+def default_env(name: str) -> bool:
+    """TERM, LANG and LC_*: what clients send unasked (OpenSSH's default SendEnv), allowed by
+    every grant."""
+    return name in DEFAULT_ENV or name.startswith("LC_")
 
 
 # Bounds on what one grant may hold, the same as the CRD's (manifests/crd.yaml), so that an

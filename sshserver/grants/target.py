@@ -1,5 +1,6 @@
 """The SSH user name names the target: `[namespace/]pod[:container]` or
-`namespace/kind/name[:container]` (kind as kubectl spells workload aliases)."""
+`namespace/kind/name[:container]` (kind as kubectl spells workload aliases); or it is the
+reserved name `ls`, which names no target but asks for the list of the key's targets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import re
 from dataclasses import dataclass
 
 MAX_USERNAME = 512
+
+# `ssh ls@gateway [NAMESPACE]` lists the key's targets instead of entering one. A pod called
+# `ls` is still reached with its namespace (`ns/ls`): only the bare name is reserved.
+LISTING_USER = "ls"
 
 # kubectl's aliases for the workload kinds a target may name, to the API plural.
 WORKLOAD_KINDS: dict[str, str] = {
@@ -57,7 +62,27 @@ def _check(value: str, what: str, pattern: re.Pattern[str], limit: int) -> str:
     return value
 
 
+def is_listing(username: str | None) -> bool:
+    """Whether the SSH user name asks for the listing of targets rather than naming one (the
+    hooks then start a listing session, never a pod session)."""
+    return username == LISTING_USER
+
+
+def parse_listing_filter(command: str | None) -> str | None:
+    """The namespace of `ssh ls@gateway NAMESPACE` (None: every namespace); anything but one
+    namespace name is a TargetError."""
+    words = (command or "").split()
+    if not words:
+        return None
+    if len(words) > 1:
+        raise TargetError(f"usage: ssh {LISTING_USER}@GATEWAY [NAMESPACE] (one namespace, not {len(words)} words)")
+    return _check(words[0], "namespace", _LABEL, 63)
+
+
 def parse_target(username: str) -> Target:
+    if is_listing(username):  # never searched for as a pod in every namespace
+        raise TargetError(f"{LISTING_USER!r} lists your targets and names none: a pod called {LISTING_USER} "
+                          f"is NAMESPACE/{LISTING_USER}")
     if len(username) > MAX_USERNAME:
         raise TargetError(f"user name too long ({len(username)} characters; the limit is {MAX_USERNAME})")
     if not username:

@@ -117,6 +117,25 @@ class PodResolver:
         uid = getattr(pod.metadata, "uid", None) or ""
         return ResolvedTarget(namespace, name, container, dict(labels), covering, uid)
 
+    def running_pods(self, grant: Grant) -> list[Any]:
+        """The running pods a grant selects (its namespace and selector), not being deleted, by
+        name: what `ssh ls@gateway` lists. From the cache when it has synced the namespace, else
+        one list call (a TargetError for a 4xx, an ApiError when the API server fails)."""
+        pods = self._cache.select(grant.namespace, grant.selector) if self._cache is not None else None
+        if pods is None:
+            try:
+                pods = self._kube.core.list_namespaced_pod(
+                    grant.namespace, label_selector=str(grant.selector), _request_timeout=self._timeout).items
+            except ApiException as exc:
+                raise self._failed(exc, f"list pods in {grant.namespace}") from None
+            except TRANSPORT_ERRORS as exc:
+                raise unreachable(exc) from None
+        # The list's label selector is the grant's; the match is checked here too, as everywhere.
+        found = [p for p in pods if p.metadata.deletion_timestamp is None
+                 and (getattr(p.status, "phase", None) or "") == "Running"
+                 and grant.covers(p.metadata.namespace or grant.namespace, p.metadata.labels or {}, None)]
+        return sorted(found, key=lambda p: p.metadata.name)
+
     @staticmethod
     def _reachable(pod: Any, grants: Sequence[Grant]) -> bool:
         """Some grant covers the pod (namespace and labels), whatever its containers."""

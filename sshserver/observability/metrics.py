@@ -18,11 +18,12 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from sshserver.grants.access import SessionKind
 from sshserver.version import version
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
 SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-SESSION_KINDS = ("shell", "exec", "sftp", "forward")
+SESSION_KINDS = tuple(kind.value for kind in SessionKind)  # the `kind` label: a closed set
 CALL_RESULTS = ("ok", "refused", "failed")
 END_REASONS = ("exit", "client", "error", "refused", "revoked", "expired", "idle", "limit", "shutdown")
 

@@ -31,7 +31,7 @@ from sshserver.sessions.command import build_command, missing_tool_hint
 from sshserver.sessions.exittrailer import TrailerFilter
 from sshserver.sessions.exittrailer import new_token as new_trailer_token
 from sshserver.sessions.hangupqueue import Target as HangupTarget
-from sshserver.sessions.lifecycle import Session, SessionRefused
+from sshserver.sessions.lifecycle import ChannelCloser, Session, SessionRefused
 from sshserver.sessions.services import SessionServices
 from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
 from sshserver.sessions.sftpgateway import probe as sftp_probe
@@ -52,17 +52,6 @@ def no_shell_message(container: str, status: ExitStatus, grant: Grant | None) ->
     """The "no shell" refusal, with the hint when the grant has no spec.debug."""
     text = f"no shell in this container ({container}: {status.error})"
     return text if grant is not None and grant.debug is not None else f"{text}; {DEBUG_HINT}"
-
-
-class _ChannelCloser:
-    """What terminate() aborts when the gateway serves SFTP itself: the channel."""
-
-    def __init__(self, channel: paramiko.Channel) -> None:
-        self._channel = channel
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError, EOFError):
-            self._channel.close()
 
 
 class ExecSession(Session):
@@ -352,7 +341,7 @@ class ExecSession(Session):
                                   "by its user; the gateway runs nothing there for an sftp-only grant")
         server = GatewaySFTPServer(self.channel, "sftp", None, sftp_si=PodFileSystem, runner=self._runner(req),
                                    tools=tools, root=ROOT if self.debug is not None else "")
-        self._attach(_ChannelCloser(self.channel))
+        self._attach(ChannelCloser(self.channel))
         self._started(req, sftp="gateway")
         server.run()  # the SFTP request loop, here in the session's thread, until the client ends
         self._done.set()

@@ -52,9 +52,21 @@ class Stream(Protocol):
     def abort(self) -> None: ...
 
 
+class ChannelCloser:
+    """What terminate() aborts when the session has no pod stream of its own (the gateway's SFTP
+    server, the listing of targets): the channel."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._channel.close()
+
+
 class Session:
-    """One channel bridged to the pod. Subclasses: ExecSession (shell, exec, sftp) and
-    ForwardSession (ssh -L)."""
+    """One channel bridged to the pod. Subclasses: ExecSession (shell, exec, sftp),
+    ForwardSession (ssh -L) and ListingSession (ssh ls@gateway, which reaches no pod)."""
 
     def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel,
                  kind: SessionKind) -> None:

@@ -27,6 +27,7 @@ from sshserver.grants.access import DEBUG_IMAGE_ENV, AccessStore, Identity, Sess
 from sshserver.grants.certificates import CertificateError, UserCertificate, is_certificate, parse_user_certificate
 from sshserver.grants.envnames import valid_env_name
 from sshserver.grants.keys import fingerprint
+from sshserver.grants.target import LISTING_USER, is_listing
 from sshserver.observability.logevents import event
 from sshserver.ssh.connection import Connection, PtyRequest
 from sshserver.ssh.internals import transport as internals
@@ -63,6 +64,11 @@ class HookServices(Protocol):
     def start_session(self, conn: Connection, channel: paramiko.Channel, kind: SessionKind,
                       command: str | None) -> bool:
         """Starts the session's thread; False refuses the request. Must not block."""
+
+    def start_listing(self, conn: Connection, channel: paramiko.Channel, asked: SessionKind,
+                      command: str | None) -> bool:
+        """Starts the listing of the key's targets (user name `ls`) for a request of kind `asked`
+        (shell, exec or sftp: the session refuses sftp); False refuses the request. Must not block."""
 
 
 def _text(value: bytes | str) -> str:
@@ -211,8 +217,9 @@ class GatewayServer(paramiko.ServerInterface):
         return full
 
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
-        """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists.
-        The supervisor starts the forward's session when it accepts the channel."""
+        """`ssh -L`: only to a port of the target pod itself, and only a port some grant lists
+        (never for `ls`, which names no pod). The supervisor starts the forward's session when it
+        accepts the channel."""
         conn = self._conn
         if not self._logged_in():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -220,6 +227,10 @@ class GatewayServer(paramiko.ServerInterface):
             return OPEN_FAILED_RESOURCE_SHORTAGE
         host, port = (destination[0], destination[1]) if destination else ("", 0)
         host = _text(host).lower()
+        if is_listing(conn.username):  # `ls` names no pod: there is nothing to forward to
+            event(log, "forward_refused", conn=conn.id, host=host[:64], port=port,
+                  reason=f"{LISTING_USER} lists targets and forwards no port")
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         cert = self._certificate()
         if cert is not None and not cert.permit_port_forwarding:
             event(log, "forward_refused", conn=conn.id, host=host[:64], port=port,
@@ -291,19 +302,28 @@ class GatewayServer(paramiko.ServerInterface):
         reqs.env_bytes += size
         return True
 
+    def _start(self, channel: paramiko.Channel, kind: SessionKind, command: str | None) -> bool:
+        """Which session serves the request: the listing of targets for the reserved user name
+        `ls` (whatever was asked: it refuses what it cannot do, with a message), else the
+        session of the target the user name names."""
+        if is_listing(self._conn.username):
+            return self._gw.start_listing(self._conn, channel, kind, command)
+        return self._gw.start_session(self._conn, channel, kind, command)
+
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
         """shell: starts the session thread (which resolves the pod and may still refuse, with a
         message and exit status); True only means it started."""
-        return self._gw.start_session(self._conn, channel, SessionKind.SHELL, None)
+        return self._start(channel, SessionKind.SHELL, None)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        """exec: as shell, running the client's command (or a certificate's force-command)."""
-        return self._gw.start_session(self._conn, channel, SessionKind.EXEC, _text(command))
+        """exec: as shell, running the client's command (or a certificate's force-command); for
+        `ls`, the command is the namespace to list."""
+        return self._start(channel, SessionKind.EXEC, _text(command))
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
         """subsystem: `sftp` only, served by the container's sftp-server or by the gateway."""
         if _text(name) == "sftp":
-            return self._gw.start_session(self._conn, channel, SessionKind.SFTP, None)
+            return self._start(channel, SessionKind.SFTP, None)
         event(log, "subsystem_refused", conn=self._conn.id, subsystem=_text(name)[:64])
         return False
 

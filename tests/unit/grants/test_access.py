@@ -12,7 +12,14 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sshserver.grants.access import AccessSnapshot, GrantError, grant_from_object, snapshot_from_objects
+from sshserver.grants.access import (
+    AccessSnapshot,
+    Allow,
+    GrantError,
+    SessionKind,
+    grant_from_object,
+    snapshot_from_objects,
+)
 from sshserver.grants.accessfile import load_access_file
 from sshserver.grants.keys import InvalidKeyError, parse_public_key
 from sshserver.grants.labelselector import LabelSelector
@@ -56,6 +63,18 @@ def test_defaults_are_shell_and_exec_only(pubkey: str) -> None:
     assert g.allow.shell and g.allow.exec and not g.allow.sftp and not g.allow.port_forward
     explicit = grant_from_object(obj(pubkey, allow={"exec": True, "portForward": [8080]}))
     assert not explicit.allow.shell and explicit.allow.exec and explicit.allow.port_forward == {8080}
+
+
+@pytest.mark.parametrize(("allow", "summary"), [
+    (Allow(), "shell,exec"),
+    (Allow(shell=False, exec=False, sftp=True), "sftp"),
+    (Allow(shell=False, exec=False, port_forward=frozenset({8080, 80, 443})), "forward:80,443,8080"),
+    (Allow(sftp=True, port_forward=frozenset({5432})), "shell,exec,sftp,forward:5432"),
+    (Allow(shell=False, exec=False), "-"),
+])
+def test_what_a_grant_allows_reads_as_the_listing_shows_it(allow: Allow, summary: str) -> None:
+    assert allow.summary() == summary
+    assert allow.permits(SessionKind.LIST)  # any grant in force shows itself to its key
 
 
 def test_grant_covers_selector_namespace_and_containers(pubkey: str) -> None:

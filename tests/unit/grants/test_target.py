@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sshserver.grants.target import Target, TargetError, parse_target
+from sshserver.grants.target import Target, TargetError, is_listing, parse_listing_filter, parse_target
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -50,3 +50,28 @@ def test_invalid_targets_name_the_problem(name: str, message: str) -> None:
 
 def test_target_renders_back() -> None:
     assert str(parse_target("shop/deployment/web:app")) == "shop/deploy/web:app"
+
+
+def test_the_bare_name_ls_is_reserved_for_the_listing_and_names_no_pod() -> None:
+    assert is_listing("ls") and not any(is_listing(n) for n in ("ns/ls", "ls:main", "LS", "ls ", None, ""))
+    with pytest.raises(TargetError, match="'ls' lists your targets and names none: a pod called ls is NAMESPACE/ls"):
+        parse_target("ls")
+    assert parse_target("shop/ls") == Target("shop", "ls")  # a pod called ls, named with its namespace
+    assert parse_target("ls:main") == Target(None, "ls", container="main")
+
+
+@pytest.mark.parametrize(("command", "expected"), [(None, None), ("", None), ("  ", None), ("shop", "shop"),
+                                                   (" shop\n", "shop")])
+def test_the_listing_filter_is_one_namespace(command: str | None, expected: str | None) -> None:
+    assert parse_listing_filter(command) == expected
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    ("shop other", "usage: ssh ls@GATEWAY \\[NAMESPACE\\] \\(one namespace, not 2 words\\)"),
+    ("Shop", "invalid namespace 'Shop'"),
+    ("shop;id", "invalid namespace"),
+    ("a" * 64, "invalid namespace"),
+])
+def test_a_listing_filter_that_is_not_one_namespace_is_refused(command: str, message: str) -> None:
+    with pytest.raises(TargetError, match=message):
+        parse_listing_filter(command)

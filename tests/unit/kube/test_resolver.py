@@ -111,3 +111,13 @@ def test_container_names_are_told_only_as_far_as_the_grant_allows() -> None:
     assert refusal("shop/web-1:secret-sidecar", [grant(frozenset({"app"}))]) == text.replace("nosuch", "secret-sidecar")
     resolved = PodResolver(FakeKube()).resolve(parse_target("shop/web-1:app"), [grant(frozenset({"app"}))])  # type: ignore[arg-type]
     assert (resolved.pod, resolved.container) == ("web-1", "app")
+
+
+def test_running_pods_are_those_the_grant_selects_in_its_namespace_and_running() -> None:
+    """What `ssh ls@gateway` lists (no cache here: one list call): db-2 is Pending, web-1 of
+    namespace other is another grant's."""
+    db = Grant(namespace="shop", name="g", uid="u", user="u", keys=(),
+               selector=LabelSelector.from_dict({"matchLabels": {"app": "db"}}))
+    resolver = PodResolver(FakeKube())  # type: ignore[arg-type]
+    assert [p.metadata.name for p in resolver.running_pods(db)] == ["db-1"]
+    assert [(p.metadata.namespace, p.metadata.name) for p in resolver.running_pods(grant())] == [("shop", "web-1")]

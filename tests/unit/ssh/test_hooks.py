@@ -96,6 +96,7 @@ class StubServices:
     logins: list[Connection] = field(default_factory=list)
     asked_revoked: list[Identity] = field(default_factory=list)
     started: list[tuple[SessionKind, str | None]] = field(default_factory=list)
+    listings: list[tuple[SessionKind, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.audit = AuditTrail(self.sink)
@@ -114,6 +115,12 @@ class StubServices:
         if self.sessions_allowed:
             conn.attach(channel, FakeSession())  # as the gateway binds its session to the channel
         return self.sessions_allowed
+
+    def start_listing(self, conn: Connection, channel: paramiko.Channel, asked: SessionKind,
+                      command: str | None) -> bool:
+        self.listings.append((asked, command))
+        conn.attach(channel, FakeSession())
+        return True
 
     def records(self, name: str) -> list[dict[str, Any]]:
         return [r for r in map(json.loads, self.sink.getvalue().splitlines()) if r["event"] == name]
@@ -150,9 +157,9 @@ class Link:
 
 
 @contextmanager
-def linked(key: paramiko.PKey | None = KEY, services: StubServices | None = None,
+def linked(key: paramiko.PKey | None = KEY, services: StubServices | None = None, user: str = TARGET,
            **settings: Any) -> Iterator[Link]:
-    """A client connected to GatewayServer hooks over a socketpair, logged in with `key`."""
+    """A client connected to GatewayServer hooks over a socketpair, logged in as `user` with `key`."""
     services = services or StubServices(settings=GatewaySettings(**settings))
     near, far = socket.socketpair()
     conn = Connection(peer=PEER)
@@ -165,7 +172,7 @@ def linked(key: paramiko.PKey | None = KEY, services: StubServices | None = None
         client.start_client(timeout=5)
         assert negotiated.wait(5) and server.is_active()
         if key is not None:
-            client.auth_publickey(TARGET, key)
+            client.auth_publickey(user, key)
         yield Link(services, conn, server, client)
     finally:
         client.close()
@@ -319,6 +326,25 @@ def test_shell_exec_and_sftp_reach_start_session() -> None:
         for chan in (shell, exe, raw, sftp):  # each channel has its own session
             assert isinstance(link.session(chan), FakeSession)
         assert len({id(link.session(c)) for c in (shell, exe, raw, sftp)}) == 4
+
+
+def test_the_reserved_user_name_ls_starts_listings_and_never_a_forward() -> None:
+    with linked(KEY, user="ls") as link:
+        assert link.conn.grants == (GRANT,)  # a key with a grant in force logs in as `ls`
+        shell, exe, sftp, other = (link.client.open_session() for _ in range(4))
+        shell.invoke_shell()
+        exe.exec_command("ns")
+        sftp.invoke_subsystem("sftp")  # the listing session refuses it, with a line
+        with pytest.raises(paramiko.SSHException):
+            other.invoke_subsystem("netconf")
+        assert link.services.listings == [(SessionKind.SHELL, None), (SessionKind.EXEC, "ns"),
+                                          (SessionKind.SFTP, None)]
+        assert link.services.started == []
+        # GRANT forwards port 8080, but `ls` names no pod to forward to.
+        assert refused(lambda: link.open_forward("localhost", 8080)) == PROHIBITED
+    with linked(KEY, user="ls:main") as link:  # only the bare name is reserved
+        link.client.open_session().invoke_shell()
+        assert (link.services.started, link.services.listings) == ([(SessionKind.SHELL, None)], [])
 
 
 def test_an_unknown_subsystem_and_a_refused_start_fail_the_request() -> None:
