@@ -211,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-pod-cache", dest="pod_cache", action="store_false",
                        help="resolve every target with API calls instead of watching the pods of the granted "
                             "namespaces (the watch needs the `watch` verb on pods; default: watch them)")
-    serve.add_argument("--api-keepalive", type=float, default=10.0, metavar="SECONDS",
+    serve.add_argument("--api-keepalive", type=float, default=20.0, metavar="SECONDS",
                        help="ping a session's API server stream after this many silent seconds (0: off)")
-    serve.add_argument("--api-keepalive-timeout", type=float, default=30.0, metavar="SECONDS",
+    serve.add_argument("--api-keepalive-timeout", type=float, default=45.0, metavar="SECONDS",
                        help="end a session whose API server stream stayed silent this long, pings included")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="the least severe log lines written")

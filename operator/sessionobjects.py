@@ -36,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sshserver.kube.client import KubeClient
 from sshserver.observability.logevents import event
-from sshserver.observability.observer import SessionOutcome, SessionRecord
+from sshserver.observability.observer import SessionCounters, SessionOutcome, SessionRecord
 
 from . import GROUP, SESSION_PLURAL, VERSION
 from .sessionbodies import (
@@ -79,6 +79,7 @@ class _Live:
     deletion_seen: bool = False  # the gateway was asked to end the session (once)
     status: dict[str, Any] | None = None  # last status written
     updated: float = 0.0  # monotonic time of the last status write
+    sampled: SessionCounters | None = None  # the counters `status` was made of
 
 
 @dataclass
@@ -360,7 +361,13 @@ class SessionObjects:
                 continue
             if now - entry.updated < self.update_every:
                 continue
-            status = session_status(entry.record.counters())
+            # An idle session's counters do not move: compare them before making a status
+            # (timestamp formatting) for each of a thousand idle sessions every few seconds.
+            counters = entry.record.counters()
+            if counters == entry.sampled:
+                continue
+            entry.sampled = counters
+            status = session_status(counters)
             if status == entry.status:
                 continue
             entry.updated = now  # also when the patch is given back: the next try waits its turn
@@ -373,15 +380,20 @@ class SessionObjects:
         def run(cancel: bool = False) -> None:
             if cancel:
                 with self._lock:
-                    entry.updated = 0.0
+                    entry.updated, entry.sampled = 0.0, None
                 return
             try:
                 self._call(lambda **o: self.kube.custom.patch_namespaced_custom_object(
                     GROUP, VERSION, r.namespace, SESSION_PLURAL, entry.name, {"status": status},
                     _content_type=MERGE, **o))
+            except _Pause:
+                with self._lock:
+                    entry.sampled = None  # not written: the next turn tries again
+                raise
             except ApiException as exc:
-                if exc.status == 404:  # deleted through the API: `deleted` ends the session
-                    with self._lock:
+                with self._lock:
+                    entry.sampled = None
+                    if exc.status == 404:  # deleted through the API: `deleted` ends the session
                         entry.created = False
                         entry.dropped = True
                 return

@@ -57,8 +57,8 @@ class GatewaySettings:
     debug_start_timeout: float = 60.0  # an ephemeral debug container's pull and start (kube/ephemeral.py)
     # The API leg's keepalive (keepalive.py): a ping after this many silent seconds, and the
     # session ends when nothing came back for api_keepalive_timeout. 0 turns it off.
-    api_keepalive: float = 10.0
-    api_keepalive_timeout: float = 30.0
+    api_keepalive: float = 20.0
+    api_keepalive_timeout: float = 45.0
     impersonate: bool = False
     drain_timeout: float = 10.0
     shutdown_delay: float = 0.0  # keep accepting this long after SIGTERM, while endpoints update

@@ -20,8 +20,11 @@ CERT_SUFFIX = "-cert-v01@openssh.com"
 # paramiko reads its socket with a 0.1 s timeout, to notice a close and check timers: ten wake-ups
 # a second for every connection, idle or not (500 idle sessions cost ~15 % of a core). After
 # login nothing needs that: a close from our side shuts the socket down (`hang_up_socket`),
-# which ends the read at once, and a client going away ends it by itself.
-LOGGED_IN_READ_TIMEOUT = 5.0
+# which ends the read at once, and a client going away ends it by itself. The timers it checks
+# are keepalives (never set on our side) and a rekey, which also starts at the client's next
+# packet. 60 s rather than 5 s (with the API keepalive at 20 s rather than 10 s): 200 idle sessions
+# measured 0.60 % of a core instead of 1.05 %.
+LOGGED_IN_READ_TIMEOUT = 60.0
 
 
 def build(client: socket.socket, settings: GatewaySettings, host_keys: Sequence[paramiko.PKey]) -> paramiko.Transport:

@@ -347,3 +347,14 @@ def test_the_writers_calls_and_backlog_are_metrics(kube: FakeKube, make_objects)
     kube.heal()
     kube.wait_until(lambda: len(kube.objects(SESSIONS)) == 3, timeout=5)
     assert sample("podssh_session_objects_pending") == 0
+
+
+def test_a_status_patch_that_failed_is_written_once_the_api_server_is_back(kube: FakeKube, make_objects) -> None:
+    traffic = Traffic()
+    objects = make_objects()
+    r = record(traffic=traffic)
+    objects.session_started(r)
+    kube.wait_until(lambda: the_object(kube, r), timeout=5)
+    kube.fail_next(3, connection_refused(), verb="patch", resource=SESSIONS)
+    traffic.bytes_in = 4242  # then the session falls idle: the counters do not move again
+    kube.wait_until(lambda: (the_object(kube, r) or {}).get("status", {}).get("bytesIn") == 4242, timeout=5)
