@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import NS
 from tests.support.cluster import BUSYBOX, DEBIAN, DISTROLESS, Cluster
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
+from tests.support.grantors import dry_run, make_grantor
 from tests.support.waiting import wait_for
 
 APP_CONF = b"greeting=hello from the distroless target\n"
@@ -229,34 +230,12 @@ def test_a_restricted_namespace_admits_the_debug_container(restricted: Cluster, 
 @pytest.fixture(scope="module")
 def grantor(crd: Cluster) -> Cluster:
     """A ServiceAccount that may grant SSH access (exec) in NS, but not update ephemeral containers."""
-    crd.apply(f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {DBG_NS}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {GRANTOR}, namespace: {DBG_NS}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: dbg-grant-and-exec, namespace: {NS}}}
-rules:
-- {{apiGroups: [podssh.dev], resources: [sshaccesses], verbs: [get, list, create, update, patch, delete]}}
-- {{apiGroups: [""], resources: [pods/exec], verbs: [get, create]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: dbg-grantor-grants, namespace: {NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: dbg-grant-and-exec}}
-subjects: [{{kind: ServiceAccount, name: {GRANTOR}, namespace: {DBG_NS}}}]
-""")
+    make_grantor(crd, DBG_NS, GRANTOR, (NS,), "dbg")
     return crd
 
 
 def create(cluster: Cluster, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return cluster.kubectl(f"--as={GRANTOR_USER}", "create", "--dry-run=server", "-f", "-", input=json.dumps(obj),
-                           check=False)
+    return dry_run(cluster, obj, GRANTOR_USER)
 
 
 def test_a_grantor_without_the_ephemeralcontainers_right_cannot_grant_debug(grantor: Cluster, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.conftest import NS
 from tests.support.cluster import REPO, Cluster
 from tests.support.gateway import Gateway, SSHKey, grant, make_key
+from tests.support.grantors import dry_run, make_grantor
 from tests.support.waiting import wait_for
 
 WEB = f"{NS}/deploy/web"
@@ -38,12 +39,6 @@ def compressed_ecdsa_line() -> str:
     return "ecdsa-sha2-nistp256 " + base64.b64encode(blob).decode()
 
 
-def dry_run(cluster: Cluster, obj: dict[str, Any], *as_user: str) -> subprocess.CompletedProcess[str]:
-    """`kubectl create --dry-run=server`: the whole validation and admission, nothing stored."""
-    args = [f"--as={u}" for u in as_user]
-    return cluster.kubectl(*args, "create", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False)
-
-
 def delete(cluster: Cluster, name: str, namespace: str = NS) -> None:
     cluster.kubectl("-n", namespace, "delete", "sshaccess", name, "--ignore-not-found", "--wait=true")
 
@@ -56,30 +51,7 @@ def fresh_key(tmp_path: Path) -> SSHKey:
 @pytest.fixture(scope="module")
 def grantor(crd: Cluster) -> Cluster:
     """A ServiceAccount that may write SSHAccess objects and exec (not port-forward) in NS and SG_NS."""
-    crd.apply(f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {SG_NS}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {GRANTOR}, namespace: {SG_NS}}}
-""")
-    for ns in (NS, SG_NS):
-        crd.apply(f"""
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: sg-grant-and-exec, namespace: {ns}}}
-rules:
-- {{apiGroups: [podssh.dev], resources: [sshaccesses], verbs: [get, list, create, update, patch, delete]}}
-- {{apiGroups: [""], resources: [pods/exec], verbs: [get, create]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: sg-grantor-grants, namespace: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: sg-grant-and-exec}}
-subjects: [{{kind: ServiceAccount, name: {GRANTOR}, namespace: {SG_NS}}}]
-""")
+    make_grantor(crd, SG_NS, GRANTOR, (NS, SG_NS), "sg")
     return crd
 
 
