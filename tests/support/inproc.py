@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -142,3 +142,37 @@ def client(port: int, key: paramiko.PKey | None, username: str = "ns/pod",
     if key is not None:
         t.auth_publickey(username, key)
     return t
+
+
+class OpenServer(paramiko.ServerInterface):
+    """A bare paramiko server that lets anyone in by password and opens every channel: for
+    tests of what runs on top of a Transport (window budget, SFTP), not of our hooks."""
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "password"
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+
+@contextmanager
+def linked_transports(host_key: paramiko.PKey, setup: Callable[[paramiko.Transport], None] | None = None,
+                      **server_options: Any) -> Iterator[tuple[paramiko.Transport, paramiko.Transport]]:
+    """(client, server) Transports over a socketpair, the client logged in to an OpenServer;
+    `setup` configures the server Transport (e.g. subsystem handlers) before it starts."""
+    a, b = socket.socketpair()
+    server = paramiko.Transport(a, **server_options)
+    server.add_server_key(host_key)
+    if setup is not None:
+        setup(server)
+    server.start_server(threading.Event(), server=OpenServer())  # negotiates in its own thread
+    client_transport = paramiko.Transport(b)
+    try:
+        client_transport.connect(username="u", password="p")
+        yield client_transport, server
+    finally:
+        client_transport.close()
+        server.close()

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +46,8 @@ from sshserver.sessions.sftpgateway import (
     probe,
     resolve_path,
 )
+from tests.support.inproc import linked_transports
 from tests.unit.sessions.localrunner import LocalRunner
-
-
-class _Server(paramiko.ServerInterface):
-    def get_allowed_auths(self, username: str) -> str:
-        return "password"
-
-    def check_auth_password(self, username: str, password: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED
-
-    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        return super().check_channel_subsystem_request(channel, name)
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +70,14 @@ def pair(tmp_path: Path, host_key: paramiko.RSAKey) -> Iterator[Pair]:
     home.mkdir()
     runner = LocalRunner(home)
     tools = probe(runner, want_server=False)  # type: ignore[arg-type]
-    a, b = socket.socketpair()
-    server = paramiko.Transport(a)
-    server.add_server_key(host_key)
-    server.set_subsystem_handler("sftp", GatewaySFTPServer, PodFileSystem, runner=runner, tools=tools)
-    server.start_server(threading.Event(), server=_Server())  # negotiates in its own thread
-    client = paramiko.Transport(b)
-    client.connect(username="u", password="p")
-    sftp = paramiko.SFTPClient.from_transport(client)
-    assert sftp is not None
-    yield Pair(sftp, runner, home, client, server)
-    client.close()
-    server.close()
+
+    def serve_sftp(server: paramiko.Transport) -> None:
+        server.set_subsystem_handler("sftp", GatewaySFTPServer, PodFileSystem, runner=runner, tools=tools)
+
+    with linked_transports(host_key, serve_sftp) as (client, server):
+        sftp = paramiko.SFTPClient.from_transport(client)
+        assert sftp is not None
+        yield Pair(sftp, runner, home, client, server)
 
 
 def test_the_probe_finds_every_tool_by_absolute_path_in_system_directories(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from sshserver.ssh.internals import patches
 from sshserver.ssh.windowbudget import WindowBudget, WindowGrant
+from tests.support.inproc import linked_transports
 
 patches.install()
 
@@ -30,17 +30,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return cond()
-
-
-class _Server(paramiko.ServerInterface):
-    def get_allowed_auths(self, username: str) -> str:
-        return "password"
-
-    def check_auth_password(self, username: str, password: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +55,8 @@ class Pair:
 
 @pytest.fixture
 def pair(host_key: paramiko.ECDSAKey) -> Iterator[Pair]:
-    a, b = socket.socketpair()
-    server = paramiko.Transport(a, default_window_size=SMALL, default_max_packet_size=32 * 1024)
-    server.add_server_key(host_key)
-    server.start_server(threading.Event(), server=_Server())
-    client = paramiko.Transport(b)
-    client.connect(username="u", password="p")
-    yield Pair(client, server)
-    client.close()
-    server.close()
+    with linked_transports(host_key, default_window_size=SMALL, default_max_packet_size=32 * 1024) as (client, server):
+        yield Pair(client, server)
 
 
 def test_channels_get_large_windows_only_while_the_budget_lasts(pair: Pair) -> None:
@@ -139,13 +121,17 @@ def test_a_channel_left_with_the_small_window_carries_every_byte(pair: Pair) -> 
 
 
 def test_the_budget_is_never_exceeded_by_threads_taking_and_giving() -> None:
-    budget = WindowBudget(10 * LARGE)
+    # Smaller than what one thread may hold (3 grants of up to 3 * LARGE): refusals come whether
+    # or not the threads happen to interleave (with 10 * LARGE they came only if they did).
+    budget = WindowBudget(4 * LARGE)
     lock = threading.Lock()
     live = {"bytes": 0, "peak": 0, "granted": 0, "refused": 0}
+    start = threading.Barrier(8)
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         held: list[tuple[int, WindowGrant]] = []  # up to 3 grants each: 8 x 3 x 3 MiB would be 72 MiB
+        start.wait()
         for _ in range(3000):
             if held and (len(held) == 3 or rng.random() < 0.4):
                 size, grant = held.pop(rng.randrange(len(held)))
@@ -174,7 +160,7 @@ def test_the_budget_is_never_exceeded_by_threads_taking_and_giving() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert live["peak"] <= 10 * LARGE and live["granted"] and live["refused"] and budget.used == 0
+    assert live["peak"] <= 4 * LARGE and live["granted"] and live["refused"] and budget.used == 0
 
 
 def test_an_exhausted_budget_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
