@@ -68,9 +68,13 @@ def test_one_run_hangs_up_every_session_it_is_given_and_counts_each(namespace: l
         assert len(out.stdout.splitlines()) == 4  # nothing said about what is not a token
         for p in execs:  # the SIGHUP ended each exec's shell
             p.wait(10)
-        survivors = subprocess.run([*namespace, "pgrep", "-c", "-r", "S,R,D", "-x", "sleep"],
-                                   capture_output=True, text=True)
-        assert survivors.stdout.strip() == "2"  # the namespace's init and the setsid child (the rest: zombies)
+        # The namespace's init and the setsid child stay (the rest end, as zombies): a signalled
+        # sleep may take a moment to go, so wait for it rather than look once.
+        deadline = time.monotonic() + 10
+        while (survivors := subprocess.run([*namespace, "pgrep", "-c", "-r", "S,R,D", "-x", "sleep"],
+                                           capture_output=True, text=True).stdout.strip()) != "2":
+            assert time.monotonic() < deadline, f"{survivors} sleeps left, not 2"
+            time.sleep(0.05)
     finally:
         for p in execs:
             p.kill()
