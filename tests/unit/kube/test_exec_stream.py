@@ -140,19 +140,32 @@ def test_tty_size_is_sent_before_anything_else(double: ExecDouble) -> None:
     assert double.query["tty"] == ["true"] and "stderr" not in double.query
 
 
+def test_the_masker_is_aiohttps_compiled_one() -> None:
+    """The upload speed rests on it (a Python XOR would be ten times slower): a change of aiohttp
+    that moves or drops it must fail here, not quietly slow uploads down."""
+    from sshserver.kube import wsdial
+
+    assert wsdial.websocket_mask.__name__ == "_websocket_mask_cython"
+
+
 def test_masked_frames_decode_like_any_websocket_frame() -> None:
     from websocket import ABNF
 
     from sshserver.kube.wsdial import masked_binary_frame
 
-    for payload in (b"", b"x" * 124, b"y" * 125, b"z" * 70000, bytes(range(256)) * 100):
+    keys = set()
+    for payload in (b"", b"x" * 124, b"y" * 125, b"z" * 70000, bytes(range(256)) * 100, b"w" * 32767):
         frame = masked_binary_frame(4, payload)
         assert frame[0] == 0x82 and frame[1] & 0x80  # FIN + binary, masked
         length = frame[1] & 0x7F
         offset = 2 + {126: 2, 127: 8}.get(length, 0)
+        declared = int.from_bytes(frame[2:offset], "big") if offset > 2 else length
+        assert declared == len(payload) + 1 == len(frame) - offset - 4
         key = frame[offset:offset + 4]
-        assert key[0] == key[1] == key[2] == key[3]
+        keys.add(key)
         assert ABNF.mask(key, frame[offset + 4:]) == b"\x04" + payload
+    # RFC 6455: four random key bytes, fresh for every frame (not one byte repeated).
+    assert len(keys) == 6 and any(len(set(k)) > 1 for k in keys)
 
 
 def test_a_read_on_a_socket_aborted_under_it_ends_the_stream_quietly() -> None:
