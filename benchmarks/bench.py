@@ -162,6 +162,31 @@ class Bench:
         k, note = self.reference("kubectl exec", lambda: self.median(
             lambda: retried(lambda: self.timed(self.kexec("true"))) * 1000, max(self.runs, 10)))
         self.rows.append(Row("session setup (`true`)", p, k, "ms", "kubectl exec", False, "≤ 0.8x", note=note))
+        self.setup_without_session_objects()
+
+    def setup_without_session_objects(self) -> None:
+        """The same setup on a second gateway started with --session-objects=false, the two
+        measured in turns: SSHSession objects are written off the session's path."""
+        plain = Gateway(self.work / "gw-plain", self.cluster.kubeconfig, None,
+                        extra_args=["--session-objects=false", "--audit-log", str(self.work / "audit-plain.jsonl")],
+                        env=dict(os.environ)).start()
+        try:
+            argv = ["ssh", *plain.client_options(self.key), "-o", "Ciphers=aes128-gcm@openssh.com",
+                    f"{NS}/{self.pod}@127.0.0.1", "true"]
+            deadline = time.monotonic() + 20
+            while subprocess.run(argv, capture_output=True).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the second gateway does not accept the bench key")
+                time.sleep(0.2)
+            with_objects, without = [], []
+            for _ in range(max(self.runs, 10) * 2):
+                with_objects.append(self.timed(self.ssh("true")) * 1000)
+                without.append(self.timed(argv) * 1000)
+        finally:
+            plain.stop()
+        self.rows.append(Row("session setup (`true`) with SSHSession objects", statistics.median(with_objects),
+                             statistics.median(without), "ms", "--session-objects=false", False, "≤ 1.1x",
+                             note="the two gateways measured in turns"))
 
     def _echo_latencies(self, argv: list[str], count: int = 200) -> list[float]:
         client = PtyClient(argv, rows=24, cols=80)
