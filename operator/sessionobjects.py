@@ -195,12 +195,18 @@ class SessionObjects:
         if labels.get(REPLICA_LABEL) != self.replica or REAPED_ANNOTATION in (meta.get("annotations") or {}):
             return
         session_id = labels.get(SESSION_LABEL, "")
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
         with self._lock:
             entry = self._live.get(session_id)
             if entry is None or entry.deletion_seen:
                 return  # ended already: the deletion was this thread's own
+            if (namespace, name) != (entry.record.namespace, entry.name):
+                # Not the object this replica wrote for that session, only its labels (someone
+                # able to write SSHSession objects elsewhere): it ends nothing.
+                event(log, "session_object_mismatch", logging.WARNING, session=session_id,
+                      object=f"{namespace}/{name}")
+                return
             entry.dropped, entry.created, entry.deletion_seen = True, False, True
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
         event(log, "session_object_deleted", session=session_id, object=f"{namespace}/{name}")
         if self.on_deleted is not None:
             self.on_deleted(session_id, namespace, name)

@@ -358,3 +358,21 @@ def test_a_status_patch_that_failed_is_written_once_the_api_server_is_back(kube:
     kube.fail_next(3, connection_refused(), verb="patch", resource=SESSIONS)
     traffic.bytes_in = 4242  # then the session falls idle: the counters do not move again
     kube.wait_until(lambda: (the_object(kube, r) or {}).get("status", {}).get("bytesIn") == 4242, timeout=5)
+
+
+def test_an_object_with_a_sessions_labels_elsewhere_ends_nothing(make_objects) -> None:
+    """Only the object this replica wrote for the session ends it: another one carrying its labels
+    (in another namespace, or another name) is not it."""
+    from sshoperator.sessionbodies import object_name
+
+    objects = make_objects()
+    asked: list[str] = []
+    objects.on_deleted = lambda sid, ns, name: asked.append(sid)
+    r = record()
+    objects.session_started(r)
+    labels = {REPLICA_LABEL: "r1", SESSION_LABEL: r.session_id}
+    objects.deleted({"metadata": {"namespace": "attacker", "name": object_name(r), "labels": labels}})
+    objects.deleted({"metadata": {"namespace": r.namespace, "name": "spoof", "labels": labels}})
+    assert asked == []
+    objects.deleted({"metadata": {"namespace": r.namespace, "name": object_name(r), "labels": labels}})
+    assert asked == [r.session_id]
