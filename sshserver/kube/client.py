@@ -6,6 +6,7 @@ REST calls share one ApiClient (urllib3 pools are thread-safe). Streams never go
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 import urllib3
 from kubernetes import client, config
 from kubernetes.client import Configuration
+from kubernetes.client.exceptions import ApiException
 
 from sshserver.kube.tlsdial import TlsDialer, TlsSettings
 from sshserver.observability.logevents import event
@@ -121,6 +123,24 @@ class KubeClient:
             headers.append(f"Impersonate-User: {impersonate.user}")
             headers.extend(f"Impersonate-Group: {g}" for g in impersonate.groups)
         return headers
+
+    def request_as(self, impersonate: Impersonation, method: str, path: str, body: object, content_type: str,
+                   timeout: float) -> object:
+        """One REST call as someone else: the generated API methods take extra headers as a
+        dict, which cannot carry Impersonate-Group once per group as the API server wants it.
+        Same connection pool (client certificates, CA, proxy) and credentials as every call.
+        Raises ApiException for an HTTP error, a TRANSPORT_ERRORS one when unreachable."""
+        headers = urllib3.HTTPHeaderDict({"Content-Type": content_type, "Accept": "application/json"})
+        for line in self.websocket_headers(impersonate):
+            name, _, value = line.partition(": ")
+            headers.add(name, value)
+        response = self.api_client.rest_client.pool_manager.request(
+            method, self.configuration.host.rstrip("/") + path, body=json.dumps(body).encode(), headers=headers,
+            timeout=urllib3.Timeout(total=timeout), retries=False)
+        if response.status >= 400:
+            text = response.data.decode(errors="replace")
+            raise ApiException(status=response.status, reason=response.reason, body=text)
+        return json.loads(response.data or b"null")
 
     def proxy_options(self) -> dict[str, object]:
         """The kubeconfig's `proxy-url` as websocket-client options, so exec and port-forward

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes.client.exceptions import ApiException
 
-from sshserver.kube.client import TRANSPORT_ERRORS, KubeClient, http_reason, unreachable
+from sshserver.kube.client import TRANSPORT_ERRORS, Impersonation, KubeClient, http_reason, unreachable
 
 PREFIX = "podssh-debug-"
 ROOT = "/proc/1/root"
@@ -91,22 +92,38 @@ def _state(pod: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     return None
 
 
+def _one_line(text: str, limit: int) -> str:
+    """Cluster text (API and kubelet messages, which quote webhooks and registries) bound for a
+    user's terminal: one line, no control characters (no escape sequences), bounded."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:limit]
+
+
 def _api_message(exc: ApiException) -> str:
     """The API server's own reason (its Status message), on one line."""
     try:
         message = json.loads(exc.body or "{}").get("message")
     except (ValueError, AttributeError):
         message = None
-    text = str(message or exc.reason or f"HTTP {exc.status}")
-    return " ".join(text.split())[:300]
+    return _one_line(str(message or exc.reason or f"HTTP {exc.status}"), 300)
+
+
+# What a reused container must have as podssh would have made it: its name is predictable, so
+# anyone who may add ephemeral containers could plant one of that name (another image, target or
+# securityContext) for podssh's sessions to run in.
+REUSE_FIELDS = ("image", "targetContainerName", "command", "securityContext")
 
 
 class DebugContainers:
     """Adds or finds the debug container of a (pod, target, image)."""
 
     def __init__(self, kube: KubeClient, timeout: float = 60.0, request_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 impersonate: Impersonation | None = None) -> None:
+        """`impersonate`: in impersonation mode the grant's user adds the container (their RBAC
+        decides and the cluster's audit log names them), as they run the exec; pods are read
+        as the gateway, as the resolver does."""
         self._kube = kube
+        self._impersonate = impersonate
         self._timeout = timeout
         self._request_timeout = request_timeout
         self._clock, self._sleep = clock, sleep
@@ -127,16 +144,20 @@ class DebugContainers:
         `progress` gets one line first). Raises DebugError with one line for the user."""
         name = container_name(image, target)
         body = self._pod(namespace, pod)
-        existing = any(c.get("name") == name for c in (body.get("spec") or {}).get("ephemeralContainers") or [])
+        wanted = container_spec(body, target, image)
+        found = next((c for c in (body.get("spec") or {}).get("ephemeralContainers") or [] if c.get("name") == name),
+                     None)
+        existing = found is not None
+        if found is not None and any(found.get(k) != wanted[k] for k in REUSE_FIELDS):
+            raise DebugError(f"the pod {namespace}/{pod} has a container named {name} that podssh did not make "
+                             "(another image, target or securityContext): not using it; restart the pod", "Conflict")
         if existing and "running" in (_state(body, name) or {}):
             return DebugContainer(name, image, created=False)
         if not existing:
             progress(f"starting a debug container ({image}) in {pod}; the target's files are at {ROOT}")
-            patch = {"spec": {"ephemeralContainers": [container_spec(body, target, image)]}}
+            patch = {"spec": {"ephemeralContainers": [wanted]}}
             try:
-                self._kube.core.patch_namespaced_pod_ephemeralcontainers(
-                    pod, namespace, patch, _content_type="application/strategic-merge-patch+json",
-                    _request_timeout=self._request_timeout)
+                self._patch(namespace, pod, patch)
             except ApiException as exc:
                 raise DebugError(f"cannot add a debug container to {namespace}/{pod}: {_api_message(exc)}",
                                  http_reason(exc.status)) from None
@@ -145,6 +166,15 @@ class DebugContainers:
         self._wait_running(namespace, pod, name)
         return DebugContainer(name, image, created=not existing)
 
+    def _patch(self, namespace: str, pod: str, patch: dict[str, Any]) -> None:
+        content_type = "application/strategic-merge-patch+json"
+        if self._impersonate is None:
+            self._kube.core.patch_namespaced_pod_ephemeralcontainers(
+                pod, namespace, patch, _content_type=content_type, _request_timeout=self._request_timeout)
+            return
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/ephemeralcontainers"
+        self._kube.request_as(self._impersonate, "PATCH", path, patch, content_type, self._request_timeout)
+
     def _wait_running(self, namespace: str, pod: str, name: str) -> None:
         deadline = self._clock() + self._timeout
         while True:
@@ -152,12 +182,12 @@ class DebugContainers:
             if "running" in state:
                 return
             if "terminated" in state:
-                ended = state["terminated"] or {}
-                raise DebugError(f"the debug container {name} in {pod} has ended ({ended.get('reason') or 'exited'}) "
+                ended = _one_line(str((state["terminated"] or {}).get("reason") or "exited"), 60)
+                raise DebugError(f"the debug container {name} in {pod} has ended ({ended}) "
                                  "and cannot be restarted: pick another image, or restart the pod", "Failed")
             waiting = state.get("waiting") or {}
             if waiting.get("reason") in FAILED_WAITING:
-                detail = " ".join(str(waiting.get("message") or "").split())[:200]
+                detail = _one_line(str(waiting.get("message") or ""), 200)
                 raise DebugError(f"the debug container {name} in {pod} cannot start: {waiting['reason']}"
                                  + (f" ({detail})" if detail else ""), "Failed")
             if self._clock() >= deadline:

@@ -299,7 +299,8 @@ class ExecSession(Session):
                 return req
             image = grant.debug.default_image
         containers = DebugContainers(self._services.kube, timeout=self._services.settings.debug_start_timeout,
-                                     request_timeout=self._services.settings.exec_timeout)
+                                     request_timeout=self._services.settings.exec_timeout,
+                                     impersonate=self._impersonation())
         self.debug = containers.ensure(req.namespace, req.pod, req.container, image,
                                        progress=lambda line: self._write_error(f"podssh: {line}"))
         self.target_container = req.container

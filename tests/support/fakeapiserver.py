@@ -45,6 +45,7 @@ class FakeApiServer:
         self._answers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[list[tuple[str, str]]] = []  # each request's header lines, in order
         # Decides SubjectAccessReviews: the review's spec in, allowed out.
         self.authorize: Callable[[dict[str, Any]], bool] = lambda spec: True
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -89,6 +90,8 @@ class FakeApiServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
+                with fake._lock:
+                    fake.headers.append(list(self.headers.items()))
                 status, answer = fake._answer(self.command, urlsplit(self.path).path.rstrip("/") or "/", body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -97,7 +100,7 @@ class FakeApiServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = _serve
+            do_GET = do_POST = do_PATCH = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None

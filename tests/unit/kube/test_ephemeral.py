@@ -122,3 +122,68 @@ def test_waiting_is_bounded() -> None:
     with pytest.raises(DebugError, match="not running after 1s") as caught:
         debug(kube, timeout=1.0).ensure("shop", "app-0", "app", IMAGE, progress=lambda _: None)
     assert caught.value.reason == "Timeout"
+
+
+@pytest.mark.parametrize("planted", [
+    {"image": "evil.example/keylogger:1"},
+    {"targetContainerName": "vault-agent"},
+    {"securityContext": {"privileged": True}},
+    {"command": ["/bin/sh"]},
+])
+def test_a_container_planted_under_podssh_s_name_is_never_used(planted: dict[str, Any]) -> None:
+    """Its name is predictable: someone who may add ephemeral containers could add one of that
+    name, another image or target or privileges, for podssh's sessions to run in."""
+    from sshserver.kube.ephemeral import container_spec
+
+    kube = FakeKube()
+    body = pod_body()
+    good = container_spec(body, "app", IMAGE)
+    body["spec"]["ephemeralContainers"] = [{**good, **planted}]
+    kube.add(body, PODS)
+    kube.set_container_state("shop", "app-0", good["name"], {"running": {"startedAt": "2024-01-01T00:00:00Z"}})
+    with pytest.raises(DebugError) as refused:
+        debug(kube).ensure("shop", "app-0", "app", IMAGE, progress=lambda _: None)
+    assert "that podssh did not make" in str(refused.value) and refused.value.reason == "Conflict"
+    assert not kube.actions_for("patch", PODS)
+
+
+def test_cluster_text_reaches_the_user_without_control_characters() -> None:
+    kube = FakeKube()
+    kube.add(pod_body(), PODS)
+    Kubelet(kube, {"waiting": {"reason": "ErrImagePull", "message": "pull failed\x1b]52;c;ZXZpbA==\x07\r\nhi"}})
+    with pytest.raises(DebugError) as failed:
+        debug(kube).ensure("shop", "app-0", "app", IMAGE, progress=lambda _: None)
+    text = str(failed.value)
+    assert "pull failed" in text and all(c.isprintable() for c in text)
+
+
+def test_in_impersonation_mode_the_grant_s_user_adds_the_container() -> None:
+    """With one Impersonate-Group line per group, as the API server reads them."""
+    from kubernetes.client import Configuration
+
+    from sshserver.kube.client import Impersonation, KubeClient
+    from tests.support.fakeapiserver import FakeApiServer
+
+    with FakeApiServer() as api:
+        cfg = Configuration()
+        cfg.host = api.url
+        cfg.api_key = {"BearerToken": "Bearer gateway-token"}
+        kube = KubeClient(cfg)
+        path = "/api/v1/namespaces/shop/pods/app-0/ephemeralcontainers"
+        api.put(path, {"kind": "Pod"}, method="PATCH")
+        containers = DebugContainers(kube, request_timeout=2.0, impersonate=Impersonation("bob", ("dev", "ops")))
+        containers._patch("shop", "app-0", {"spec": {"ephemeralContainers": [{"name": "x"}]}})
+        [headers] = [h for (m, p, _), h in zip(api.requests, api.headers, strict=True) if (m, p) == ("PATCH", path)]
+        assert ("Impersonate-User", "bob") in headers
+        assert [v for k, v in headers if k == "Impersonate-Group"] == ["dev", "ops"]
+        assert ("Authorization", "Bearer gateway-token") in headers
+        assert ("Content-Type", "application/strategic-merge-patch+json") in headers
+        assert api.bodies("PATCH", path) == [{"spec": {"ephemeralContainers": [{"name": "x"}]}}]
+        # Refused for the user: one line with the API server's reason, as for the gateway.
+        api.put("/api/v1/namespaces/shop/pods/app-0", pod_body())
+        api.put(path, {"kind": "Status", "code": 403, "message": 'pods "app-0" is forbidden: User "bob" cannot '
+                       'patch resource "pods/ephemeralcontainers"'}, status=403, method="PATCH")
+        with pytest.raises(DebugError) as refused:
+            containers.ensure("shop", "app-0", "app", IMAGE, progress=lambda _: None)
+        assert 'User "bob" cannot patch resource "pods/ephemeralcontainers"' in str(refused.value)
+        assert refused.value.reason == "Forbidden"
