@@ -40,12 +40,21 @@ class Verdict:
 KEEP = Verdict()
 
 
+def debug_allowed(session: LiveSession, grant: Grant) -> bool:
+    """Whether the grant allows the debug container the session runs in, if it runs in one: the
+    grant must still have spec.debug and list its image. Taking spec.debug (or the image) away
+    ends such sessions as taking shell or exec away ends the others."""
+    debug = session.debug
+    return debug is None or (grant.debug is not None and debug.image in grant.debug.images)
+
+
 def covering_grant(session: LiveSession, grants: tuple[Grant, ...]) -> Grant | None:
     """The grant that still allows this session: its own if it does, else any other."""
     r = session.resolved
     if r is None:
         return None
-    ok = [g for g in grants if g.covers(r.namespace, r.labels, r.container) and session.allowed_by(g)]
+    ok = [g for g in grants
+          if g.covers(r.namespace, r.labels, r.container) and session.allowed_by(g) and debug_allowed(session, g)]
     same = [g for g in ok if session.grant is not None and g.uid == session.grant.uid]
     return (same or ok or [None])[0]
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from sshserver.grants.access import Grant
+from sshserver.kube.ephemeral import DebugContainer
 from sshserver.kube.resolver import ResolvedTarget
 from sshserver.observability.metrics import Metrics
 from sshserver.observability.observer import EndReason, SessionObserver, SessionOutcome, SessionRecord
@@ -36,6 +37,7 @@ class LiveSession(Protocol):
     last_activity: float
     opened: bool
     warned: bool
+    debug: DebugContainer | None  # the debug container the session runs in, if it does
 
     @property
     def done(self) -> bool: ...

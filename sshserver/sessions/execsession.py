@@ -18,7 +18,7 @@ import paramiko
 from sshserver.grants.access import DEBUG_IMAGE_ENV, Grant, SessionKind
 from sshserver.grants.target import TargetError, parse_target
 from sshserver.kube.client import ApiError
-from sshserver.kube.ephemeral import ROOT, DebugContainer, DebugContainers, DebugError
+from sshserver.kube.ephemeral import ROOT, DebugContainers, DebugError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
@@ -92,7 +92,6 @@ class ExecSession(Session):
         self._request: ExecRequest | None = None
         self._exited = False
         self._debug_image: str | None = None  # asked for by PODSSH_DEBUG_IMAGE (checked in _prepare)
-        self.debug: DebugContainer | None = None  # set once the session runs in a debug container
         self.target_container: str | None = None  # the container the user named, when it does
 
     @property

@@ -28,6 +28,7 @@ import paramiko
 
 from sshserver.grants.access import Grant, SessionKind
 from sshserver.kube.client import Impersonation
+from sshserver.kube.ephemeral import DebugContainer
 from sshserver.kube.exitstatus import TRANSPORT_ERROR
 from sshserver.kube.keepalive import Pingable
 from sshserver.kube.resolver import ResolvedTarget
@@ -89,6 +90,9 @@ class Session:
         self.last_activity = self.started
         self.opened = False  # the stream to the pod was established
         self.warned = False  # written only by the enforcer: the one-minute warning was shown
+        # Set (by ExecSession) once the session runs in a debug container; the enforcer keeps
+        # such a session only on a grant whose spec.debug still lists its image.
+        self.debug: DebugContainer | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         # Set by the gateway for a session started from a request hook: set once paramiko has

@@ -16,6 +16,7 @@ import pytest
 from sshserver.gateway.enforcer import Enforcer, judge
 from sshserver.gateway.registry import SessionRegistry
 from sshserver.grants.access import AccessSnapshot, AccessStore, Grant, Identity, SessionKind, grant_from_object
+from sshserver.kube.ephemeral import DebugContainer
 from sshserver.kube.resolver import ResolvedTarget
 from sshserver.observability.metrics import Metrics
 from sshserver.observability.observer import EndReason
@@ -46,6 +47,7 @@ class FakeSession:
         self.started = self.last_activity = time.monotonic()
         self.opened = True
         self.warned = False
+        self.debug: DebugContainer | None = None
         self.done = False
         self.ended: list[tuple[str, str | None]] = []
         self.notices: list[str] = []
@@ -92,6 +94,27 @@ def test_judge_ends_revoked_expired_and_revoked_key_sessions(pubkey: str) -> Non
     assert v.end is EndReason.EXPIRED and "expired" in v.message
     v = judge(s, AccessSnapshot((g,)), *now(), revoked_key="in the KRL")
     assert v.end is EndReason.REVOKED and "in the KRL" in v.message
+
+
+def test_judge_ends_a_debug_session_when_spec_debug_or_its_image_is_taken_away(pubkey: str) -> None:
+    debug = {"images": ["busybox:1.36", "nicolaka/netshoot:v0.13"]}
+    g = grant(pubkey, "g", "u1", debug=debug)
+    s = FakeSession(g, identity_of(g), SessionKind.SHELL)
+    s.debug = DebugContainer("podssh-debug-0123456789", "busybox:1.36", created=True)
+    assert judge(s, AccessSnapshot((g,)), *now()).grant is g
+
+    no_debug = grant(pubkey, "g", "u1")  # spec.debug removed
+    v = judge(s, AccessSnapshot((no_debug,)), *now())
+    assert v.end is EndReason.REVOKED and v.message == "access shop/g was revoked"
+    other_image = grant(pubkey, "g", "u1", debug={"images": ["nicolaka/netshoot:v0.13"]})  # the image removed
+    assert judge(s, AccessSnapshot((other_image,)), *now()).end is EndReason.REVOKED
+
+    # another grant that still lists the image takes the session over; a session not in a debug
+    # container is not concerned with spec.debug at all
+    other = grant(pubkey, "other", "u2", debug={"images": ["busybox:1.36"]})
+    assert judge(s, AccessSnapshot((no_debug, other)), *now()).grant is other
+    s.debug = None
+    assert judge(s, AccessSnapshot((no_debug,)), *now()).grant is no_debug
 
 
 def test_judge_leaves_sessions_that_have_not_started(pubkey: str) -> None:
