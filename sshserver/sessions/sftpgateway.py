@@ -18,20 +18,25 @@ In a debug container (kube/ephemeral.py) the tools are the debug image's and the
 target's: `root` (/proc/1/root) is put before every path a tool gets, after the client's path
 was made absolute and normalized, so the user sees and names the target's paths. Absolute
 symlinks inside the target resolve against the debug container's root (the kernel follows
-/proc/1/root only once): a limit of the approach, said in the README.
+/proc/1/root only once): a limit of the approach, said in the README. For the same reason
+the target's /proc is out of reach when rooted: /proc/1/root/proc/self/root is the debug
+container's own root (the process doing the lookup is the tool in it), so a client could write
+the debug image's tools; any client path in /proc is refused (it is the shared procfs anyway,
+nothing a user transfers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import posixpath
 import stat as statmod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 from paramiko.sftp import (
@@ -137,6 +142,33 @@ class PendingBudget:
 
     def give(self, size: int) -> None:
         self.used -= size
+
+
+class PathRefused(Exception):
+    """A client path the gateway will not hand to a tool (see `PodFileSystem._path`)."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refusing(method: F) -> F:
+    """An interface method that answers SFTP_PERMISSION_DENIED for a refused path (paramiko
+    would answer a plain SFTP_FAILURE for the exception). Runs on the SFTP server's thread."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except PathRefused as exc:
+            event(log, "sftp_path_refused", logging.WARNING, operation=method.__name__, path=str(exc)[:256])
+            return SFTP_PERMISSION_DENIED
+
+    return wrapper  # type: ignore[return-value]
+
+
+def in_proc(path: str) -> bool:
+    """Whether a normalized absolute path is /proc or under it."""
+    return path == "/proc" or path.startswith("/proc/")
 
 
 def _error_code(result: Result) -> int:
@@ -347,11 +379,15 @@ class PodFileSystem(paramiko.SFTPServerInterface):
 
     def _path(self, path: str) -> str | None:
         """The path a tool gets: absolute, and under the root when there is one (normalized
-        first, so that no `..` climbs out of it)."""
+        first, so that no `..` climbs out of it). Under a root, raises PathRefused for /proc and
+        below (the module's docstring says why); the interface methods are `refusing`."""
         resolved = resolve_path(self._cwd(), path)
         if resolved is None or not self._root:
             return resolved
-        return self._root + "/" + posixpath.normpath(resolved).lstrip("/")
+        normal = "/" + posixpath.normpath(resolved).lstrip("/")
+        if in_proc(normal):
+            raise PathRefused(normal)
+        return self._root + normal
 
     def _cwd(self) -> str:
         if self._home is None:
@@ -375,6 +411,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
     def canonicalize(self, path: str) -> str:
         return posixpath.normpath(resolve_path(self._cwd(), path) or self._cwd())
 
+    @refusing
     def list_folder(self, path: str) -> list[paramiko.SFTPAttributes] | int:
         """One exec: find hands the entries to stat in batches; statoutput parses the records
         byte-exact, so no file name (newlines and all) can forge or hide an entry. `-H` follows
@@ -403,14 +440,17 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             event(log, "sftp_listing_malformed", logging.WARNING, entries=len(entries), error=str(exc))
         return entries
 
+    @refusing
     def stat(self, path: str) -> paramiko.SFTPAttributes | int:
         where = self._path(path)
         return SFTP_NO_SUCH_FILE if where is None else self.stat_path(self._runner, self._tools, where, follow=True)
 
+    @refusing
     def lstat(self, path: str) -> paramiko.SFTPAttributes | int:
         where = self._path(path)
         return SFTP_NO_SUCH_FILE if where is None else self.stat_path(self._runner, self._tools, where, follow=False)
 
+    @refusing
     def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> paramiko.SFTPHandle | int:
         where = self._path(path)
         if where is None:
@@ -439,9 +479,11 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             self.apply_attributes(self._runner, self._tools, where, attr)
         return PodWriteHandle(self._runner, self._tools, where, flags, self._budget)
 
+    @refusing
     def remove(self, path: str) -> int:
         return self._simple("rm", "--", self._path(path))
 
+    @refusing
     def rename(self, oldpath: str, newpath: str) -> int:
         # SFTP v3 rename must not replace an existing target.
         old, new = self._path(oldpath), self._path(newpath)
@@ -455,9 +497,11 @@ class PodFileSystem(paramiko.SFTPServerInterface):
                                    "sh", old, new, mv])
         return SFTP_OK if result.ok else (_error_code(result) if result.stderr else SFTP_FAILURE)
 
+    @refusing
     def posix_rename(self, oldpath: str, newpath: str) -> int:
         return self._simple("mv", "-f", "--", self._path(oldpath), self._path(newpath))
 
+    @refusing
     def mkdir(self, path: str, attr: paramiko.SFTPAttributes) -> int:
         where = self._path(path)
         code = self._simple("mkdir", "--", where)
@@ -465,13 +509,16 @@ class PodFileSystem(paramiko.SFTPServerInterface):
             self.apply_attributes(self._runner, self._tools, where, attr)
         return code
 
+    @refusing
     def rmdir(self, path: str) -> int:
         return self._simple("rmdir", "--", self._path(path))
 
+    @refusing
     def chattr(self, path: str, attr: paramiko.SFTPAttributes) -> int:
         where = self._path(path)
         return SFTP_NO_SUCH_FILE if where is None else self.apply_attributes(self._runner, self._tools, where, attr)
 
+    @refusing
     def readlink(self, path: str) -> str | int:
         where = self._path(path)
         if where is None:
@@ -486,6 +533,7 @@ class PodFileSystem(paramiko.SFTPServerInterface):
         target = result.stdout[:-1] if result.stdout.endswith(b"\n") else result.stdout  # its own newline only
         return fs_text(target)
 
+    @refusing
     def symlink(self, target_path: str, path: str) -> int:
         # The link's content is the client's string as is (sftp-server does the same), but it is
         # an operand after `--`, never an option.

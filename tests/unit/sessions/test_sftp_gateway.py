@@ -164,6 +164,42 @@ def test_a_path_is_never_an_option(pair: Pair, path: str) -> None:
     assert finds and all(a[1] == "-H" and a[2].startswith("/") for a in finds)
 
 
+def test_a_rooted_session_refuses_every_path_in_proc(tmp_path: Path, host_key: paramiko.RSAKey,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """In a debug container /proc/1/root/proc/self/root is the debug container's own root: an
+    sftp user must not reach it (nor anything else in /proc), whatever way the path is spelt."""
+    target = tmp_path / "target"
+    (target / "proc" / "self" / "root" / "bin").mkdir(parents=True)  # stands for the debug image's tools
+    (target / "proc" / "self" / "root" / "bin" / "stat").write_bytes(b"the debug image's stat")
+    (target / "procfs").mkdir()
+    (target / "procfs" / "f").write_bytes(b"ok")
+    runner = LocalRunner(tmp_path)
+    tools = probe(runner, want_server=False)  # type: ignore[arg-type]
+
+    def serve_sftp(server: paramiko.Transport) -> None:
+        server.set_subsystem_handler("sftp", GatewaySFTPServer, PodFileSystem, runner=runner, tools=tools,
+                                     root=str(target))
+
+    with linked_transports(host_key, serve_sftp) as (client, _):
+        sftp = paramiko.SFTPClient.from_transport(client)
+        assert sftp is not None
+        with pytest.raises(PermissionError), sftp.open("/proc/self/root/bin/stat", "w") as f:
+            f.write(b"#!/bin/sh\n")
+        for path in ("/proc", "proc/self/root/bin", "/etc/../proc/self/root", "//proc/self", "/proc/."):
+            with pytest.raises(PermissionError):
+                sftp.listdir(path)
+        with pytest.raises(PermissionError):
+            sftp.stat("/proc/self/root/bin/stat")
+        with pytest.raises(PermissionError):
+            sftp.rename("/procfs/f", "/proc/self/root/bin/stat")
+        with pytest.raises(PermissionError):
+            sftp.symlink("/bin", "/proc/self/root/x")
+        assert sftp.open("/procfs/f").read() == b"ok"  # a name that only begins with "proc" is fine
+    assert (target / "proc" / "self" / "root" / "bin" / "stat").read_bytes() == b"the debug image's stat"
+    assert (target / "procfs" / "f").exists()
+    assert "sftp_path_refused" in caplog.text
+
+
 def test_relative_paths_are_taken_from_home_and_never_start_with_a_dash() -> None:
     assert resolve_path("/home/u", "-delete") == "/home/u/-delete"
     assert resolve_path("/home/u", "/etc") == "/etc"
