@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from sshserver.grants.access import Grant, object_ref, snapshot_from_objects
 from sshserver.grants.certificates import CertificateError, is_certificate, parse_user_certificate
 from sshserver.grants.keys import CERT_SUFFIX, InvalidKeyError, fingerprint, parse_public_key
+from sshserver.grants.text import printable
 from sshserver.kube.client import TRANSPORT_ERRORS, KubeClient, unreachable
 
 from . import GROUP, PLURAL, SESSION_PLURAL, VERSION
@@ -57,12 +58,14 @@ class Result:
     fix: str = ""
 
     def line(self) -> str:
+        """One line for the terminal; its text comes partly from the cluster (API messages,
+        conditions, what listens at --address), so control characters are replaced."""
         text = f"{self.status.value:<4} {self.what}"
         if self.why:
             text += f": {self.why}"
         if self.fix:
             text += f" — fix: {self.fix}"
-        return text
+        return printable(text)
 
 
 @dataclass(frozen=True)
@@ -333,8 +336,9 @@ def check_exec_protocol(version: Mapping[str, Any]) -> Result:
 
 
 def ssh_version_line(host: str, port: int, timeout: float) -> str:
-    """The server's SSH version line; OSError (TimeoutError included) when it does not come in
-    time. RFC 4253 lets a server send other lines first; a few are read past."""
+    """The server's SSH version line, its control characters replaced (whatever listens at the
+    address chose its bytes, and they reach the terminal); OSError (TimeoutError included) when
+    it does not come in time. RFC 4253 lets a server send other lines first; a few are read past."""
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as sock:
         data = b""
@@ -346,7 +350,7 @@ def ssh_version_line(host: str, port: int, timeout: float) -> str:
             data += chunk
             for line in data.split(b"\n")[:-1]:
                 if line.startswith(b"SSH-"):
-                    return line.rstrip(b"\r").decode("ascii", "replace")
+                    return printable(line.rstrip(b"\r").decode("ascii", "replace"))
     raise OSError("no SSH version line")
 
 

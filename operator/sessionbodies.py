@@ -18,6 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from sshserver.grants.text import printable
 from sshserver.observability.observer import SessionCounters, SessionOutcome, SessionRecord
 
 from . import GROUP, SESSION_KIND, VERSION
@@ -50,8 +51,7 @@ def shorten(command: str | None, limit: int = COMMAND_MAX) -> str | None:
     """One printable line of at most `limit` characters (a command may hold newlines, escapes)."""
     if command is None:
         return None
-    line = "".join(c if c.isprintable() else " " for c in command)
-    line = " ".join(line.split())
+    line = " ".join(printable(command).split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 

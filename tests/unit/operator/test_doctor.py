@@ -22,7 +22,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sshoperator.cli import main
-from sshoperator.doctor import Install, Status, check_address, gateway_rights, parse_address, server_release
+from sshoperator.doctor import Install, Result, Status, check_address, gateway_rights, parse_address, server_release
 
 from sshserver.grants.keys import fingerprint
 from tests.support.fakeapiserver import REVIEWS, FakeApiServer, status_body
@@ -381,6 +381,26 @@ def test_a_listener_that_speaks_http_fails() -> None:
         threading.Thread(target=answer, daemon=True).start()
         result = check_address("127.0.0.1", server.getsockname()[1], timeout=2)
     assert result.status is Status.FAIL and "closed without an SSH version line" in result.why
+
+
+def test_the_version_line_reaches_the_terminal_without_its_control_characters() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            conn.sendall(b"SSH-2.0-evil\x1b]0;owned\x07\x1b[2J\rFAKE OK\x9b\r\n")
+            conn.recv(1)
+            conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        result = check_address("127.0.0.1", server.getsockname()[1], timeout=2)
+    assert result.status is Status.OK
+    assert result.why == "answers SSH-2.0-evil ]0;owned  [2J FAKE OK\ufffd"  # a byte above 127: replaced
+    assert result.line().isprintable()
+    # and whatever else from the cluster a result carries (an API message, a condition)
+    assert Result(Status.FAIL, "grant", "bad\x1b[2J\nnews").line() == "FAIL grant: bad [2J news"
 
 
 def _service(kind: str, ingress: list[dict[str, str]] | None = None, node_port: int | None = None) -> dict[str, Any]:
