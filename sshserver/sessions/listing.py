@@ -7,7 +7,8 @@ claims no grant (a listing counts against no maxSessions) and has no SessionReco
 SSHSession object, no Event on a pod). What else the client asks on such a connection has
 nothing to act on: sftp, and env variables that would reach a command, are refused with one
 line and exit status 255, as refusals are everywhere else (forwards never get this far: the
-hooks refuse the channel).
+hooks refuse the channel). A certificate with a force-command is refused too: sshd would run
+that command and nothing else, whatever the user name.
 
 Threads: everything runs on the session's own thread (lifecycle.py); `terminate` from any
 other closes the channel.
@@ -82,6 +83,10 @@ class ListingSession(Session):
 
     def _grants(self) -> list[Grant]:
         """The grants to list, in force now and in the namespace asked for; or why not (raises)."""
+        cert = self.conn.identity.certificate if self.conn.identity is not None else None
+        if cert is not None and cert.force_command is not None:
+            raise SessionRefused(f"not permitted: this certificate has a force-command, which {LISTING_USER} "
+                                 "does not run; name a target (NAMESPACE/POD@gateway) to run it")
         if self.asked is SessionKind.SFTP:
             raise SessionRefused(f"not permitted: {ONLY_LISTS}; for sftp name a target (NAMESPACE/POD@gateway)")
         effective = sorted(k for k in self._requests.env if not default_env(k))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -17,6 +18,7 @@ import pytest
 from sshserver.kube.podcache import PodCache
 from tests.support.fakekube import PODS, FakeKube
 from tests.support.inproc import InProcessGateway, client, grant_object, running_gateway
+from tests.support.sshkeygen import make_key, sign
 
 KEY = paramiko.ECDSAKey.generate()
 STRANGER = paramiko.ECDSAKey.generate()
@@ -176,6 +178,30 @@ def test_sftp_and_env_variables_with_an_effect_are_refused_for_ls() -> None:
         assert status == 0 and out.startswith(b"TARGET")
         assert [(e["asked"], e["reason"]) for e in records(gw, "session_end", 4)] == [
             ("sftp", "refused"), ("shell", "refused"), ("shell", "refused"), ("shell", "exit")]
+
+
+def certified(d: Path, name: str, *options: str) -> paramiko.PKey:
+    """A key with a certificate of CA `d/ca` for principal alice."""
+    priv = make_key(d, name)
+    key = paramiko.Ed25519Key(filename=str(priv))
+    key.load_certificate(str(sign(make_key(d, "ca"), priv, *options)))
+    return key
+
+
+def test_a_certificate_with_a_force_command_is_refused_for_ls(tmp_path: Path) -> None:
+    """sshd would run the forced command and nothing else: `ls` lists nothing for such a
+    certificate; the same CA's certificate without force-command lists."""
+    ca = Path(f"{make_key(tmp_path, 'ca')}.pub").read_text().strip()
+    grants = [grant_object("alice", [], certificateAuthorities=[ca], allow={"shell": True, "exec": True})]
+    with listing_gateway(grants, namespaces=("ns",)) as gw:
+        status, out, err = run(gw.port, key=certified(tmp_path, "free"))
+        assert (status, err) == (0, b"") and out.split()[5:7] == [b"ns/web-1", b"app,side"]
+        forced = certified(tmp_path, "forced", "force-command=uptime")
+        for command in (None, "ns"):
+            assert run(gw.port, command, key=forced) == (255, b"", (
+                b"podssh: not permitted: this certificate has a force-command, which ls does not run; "
+                b"name a target (NAMESPACE/POD@gateway) to run it\n"))
+        assert all(r["reason"] == "refused" for r in records(gw, "session_end", 3)[1:])
 
 
 def test_port_forwarding_is_refused_for_ls_though_a_grant_allows_the_port() -> None:
