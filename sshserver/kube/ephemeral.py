@@ -63,8 +63,10 @@ def container_name(image: str, target: str) -> str:
 def security_context(pod: Mapping[str, Any], target: str) -> dict[str, Any]:
     """What Pod Security `restricted` asks of every container, plus the target's user: nothing
     added, everything dropped, no privilege escalation, the runtime's seccomp profile."""
+    # A read-only root: the container is shared by every later session of that image and target,
+    # so nobody may change its tools (absolute symlinks in the target's files resolve into it).
     context: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                               "seccompProfile": {"type": "RuntimeDefault"}}
+                               "seccompProfile": {"type": "RuntimeDefault"}, "readOnlyRootFilesystem": True}
     spec = pod.get("spec") or {}
     container = next((c for c in spec.get("containers") or [] if c.get("name") == target), {})
     own = container.get("securityContext") or {}

@@ -145,6 +145,7 @@ def test_a_second_session_reuses_the_debug_container(gw: Gateway, dbg_keys: dict
     assert container["image"] == BUSYBOX
     context = container["securityContext"]
     assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["readOnlyRootFilesystem"] is True  # shared by later sessions: nobody changes its tools
     second = gw.ssh(target, "echo two", dbg_keys["debugger"], timeout=60)
     assert second.returncode == 0 and second.stdout == b"two\n", second.stderr
     assert NOTICE not in second.stderr.decode()

@@ -59,7 +59,7 @@ def test_adds_a_restricted_ephemeral_container_targeting_the_container_and_waits
     assert spec["targetContainerName"] == "app" and spec["image"] == IMAGE and spec["command"] == list(IDLE)
     assert spec["securityContext"] == {
         "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": 65532}
+        "seccompProfile": {"type": "RuntimeDefault"}, "readOnlyRootFilesystem": True, "runAsUser": 65532}
     assert lines == [f"starting a debug container ({IMAGE}) in app-0; the target's files are at {ROOT}"]
 
 
