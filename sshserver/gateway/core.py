@@ -55,7 +55,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
@@ -80,7 +80,7 @@ from sshserver.sessions.lifecycle import Session
 from sshserver.sessions.listing import ListingSession
 from sshserver.sessions.services import SessionServices
 from sshserver.ssh.admission import Admission, Limits, Startups
-from sshserver.ssh.connection import Connection
+from sshserver.ssh.connection import ChannelState, Connection
 from sshserver.ssh.hooks import GatewayServer
 from sshserver.ssh.internals import eow, fastpipe, patches
 from sshserver.ssh.internals import transport as transports
@@ -418,21 +418,23 @@ class Gateway:
                       command: str | None) -> bool:
         """Starts a shell/exec/sftp session (HookServices; Transport thread, never blocks)."""
         fastpipe.install(channel)  # in the Transport thread: before any stdin reaches the channel
-        if self._stopping.is_set():
-            return False
-        state = conn.channel_state(channel.get_id())
-        session = ExecSession(self.services, conn, channel, kind, command, state)
-        session.answered = transports.expect_answer(channel)
-        return self._start(conn, session)
+        return self._start_on_request(conn, channel, lambda state: ExecSession(
+            self.services, conn, channel, kind, command, state))
 
     def start_listing(self, conn: Connection, channel: paramiko.Channel, asked: SessionKind,
                       command: str | None) -> bool:
         """Starts the listing of the key's targets, for a shell/exec/sftp request of the reserved
         user name `ls` (HookServices; Transport thread, never blocks)."""
+        return self._start_on_request(conn, channel, lambda state: ListingSession(
+            self.services, conn, channel, asked, command, state))
+
+    def _start_on_request(self, conn: Connection, channel: paramiko.Channel,
+                          make: Callable[[ChannelState], Session]) -> bool:
+        """A session started from a channel request hook (Transport thread): made with the
+        channel's pty and env, and told when paramiko has answered the request."""
         if self._stopping.is_set():
             return False
-        state = conn.channel_state(channel.get_id())
-        session = ListingSession(self.services, conn, channel, asked, command, state)
+        session = make(conn.channel_state(channel.get_id()))
         session.answered = transports.expect_answer(channel)
         return self._start(conn, session)
 

@@ -31,7 +31,7 @@ from sshserver.sessions.command import build_command, missing_tool_hint
 from sshserver.sessions.exittrailer import TrailerFilter
 from sshserver.sessions.exittrailer import new_token as new_trailer_token
 from sshserver.sessions.hangupqueue import Target as HangupTarget
-from sshserver.sessions.lifecycle import ChannelCloser, Session, SessionRefused
+from sshserver.sessions.lifecycle import ChannelCloser, ReportingSession, SessionRefused
 from sshserver.sessions.services import SessionServices
 from sshserver.sessions.sftpgateway import SHELL, GatewaySFTPServer, PodFileSystem, Tools
 from sshserver.sessions.sftpgateway import probe as sftp_probe
@@ -54,7 +54,7 @@ def no_shell_message(container: str, status: ExitStatus, grant: Grant | None) ->
     return text if grant is not None and grant.debug is not None else f"{text}; {DEBUG_HINT}"
 
 
-class ExecSession(Session):
+class ExecSession(ReportingSession):
     """A session channel (shell, exec, sftp) bridged to a pod exec stream."""
 
     def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel, kind: SessionKind,
@@ -93,10 +93,6 @@ class ExecSession(Session):
         self._exited = False
         self._debug_image: str | None = None  # asked for by PODSSH_DEBUG_IMAGE (checked in _prepare)
         self.target_container: str | None = None  # the container the user named, when it does
-
-    @property
-    def tty(self) -> bool:
-        return self._requests.pty is not None
 
     # --- called from other threads ----------------------------------------------------------
 
@@ -415,23 +411,12 @@ class ExecSession(Session):
                 return
 
     def _write_error(self, line: str) -> None:
-        data = (line + ("\r\n" if self.tty else "\n")).encode()
         if self._recording is not None:  # the recording shows why a session ended, too
-            self._recording.output(data)
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone
-            self.channel.sendall_stderr(data)
+            self._recording.output((line + ("\r\n" if self.tty else "\n")).encode())
+        super()._write_error(line)
 
     def _close_channel(self, outcome: SessionOutcome) -> None:
-        chan = self.channel
-        # Nothing more goes to a channel the client (or paramiko's SFTP server) closed already.
-        if outcome.reason is not EndReason.CLIENT and not chan.closed:
-            if outcome.message:
-                self._write_error(f"podssh: {outcome.message}")
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                chan.send_exit_status(outcome.exit_status)
-                chan.shutdown_write()
-        with contextlib.suppress(OSError, EOFError):
-            chan.close()
+        super()._close_channel(outcome)
         if self._recording is not None:
             self._recording.close()
 

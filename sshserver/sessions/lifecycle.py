@@ -34,7 +34,7 @@ from sshserver.kube.keepalive import Pingable
 from sshserver.kube.resolver import ResolvedTarget
 from sshserver.observability.observer import EndReason, SessionCounters, SessionOutcome, SessionRecord
 from sshserver.sessions.services import SessionServices
-from sshserver.ssh.connection import Connection
+from sshserver.ssh.connection import ChannelState, Connection
 
 log = logging.getLogger("podssh.session")
 
@@ -260,3 +260,32 @@ class Session:
                            f"the Kubernetes API server stopped answering (nothing for {int(silent)}s)")
 
         self._services.keepalive.watch(stream, dead)
+
+
+class ReportingSession(Session):
+    """A session on a session channel (shell, exec, sftp, or the `ls` listing): it ends with a
+    `podssh:` line on stderr when there is something to say, and an exit status."""
+
+    _requests: ChannelState  # the channel's pty and env, given by the subclass
+
+    @property
+    def tty(self) -> bool:
+        return self._requests.pty is not None
+
+    def _write_error(self, line: str) -> None:
+        """One line on the client's stderr (CR LF under a pty); nothing if the client is gone."""
+        data = (line + ("\r\n" if self.tty else "\n")).encode()
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.sendall_stderr(data)
+
+    def _close_channel(self, outcome: SessionOutcome) -> None:
+        chan = self.channel
+        # Nothing more goes to a channel the client (or paramiko's SFTP server) closed already.
+        if outcome.reason is not EndReason.CLIENT and not chan.closed:
+            if outcome.message:
+                self._write_error(f"podssh: {outcome.message}")
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                chan.send_exit_status(outcome.exit_status)
+                chan.shutdown_write()
+        with contextlib.suppress(OSError, EOFError):
+            chan.close()

@@ -16,7 +16,6 @@ other closes the channel.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import paramiko
@@ -27,7 +26,7 @@ from sshserver.kube.client import ApiError
 from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
-from sshserver.sessions.lifecycle import ChannelCloser, Session, SessionRefused
+from sshserver.sessions.lifecycle import ChannelCloser, ReportingSession, SessionRefused
 from sshserver.sessions.services import SessionServices
 from sshserver.sessions.targettable import nothing_found, render, rows
 from sshserver.ssh.connection import ChannelState, Connection
@@ -37,7 +36,7 @@ log = logging.getLogger("podssh.session")
 ONLY_LISTS = f"{LISTING_USER} lists your targets and runs nothing"
 
 
-class ListingSession(Session):
+class ListingSession(ReportingSession):
     """A session channel whose user name is the reserved `ls`: the listing, or a refusal."""
 
     def __init__(self, services: SessionServices, conn: Connection, channel: paramiko.Channel, asked: SessionKind,
@@ -49,10 +48,6 @@ class ListingSession(Session):
         self.namespace: str | None = None  # the filter, once parsed
         self.shown: list[str] = []  # the grants listed (namespace/name)
         self.targets = 0  # rows written
-
-    @property
-    def tty(self) -> bool:
-        return self._requests.pty is not None
 
     # --- the session thread -----------------------------------------------------------------
 
@@ -108,22 +103,6 @@ class ListingSession(Session):
         data = "".join(line + end for line in lines).encode()
         self.channel.sendall(data)
         self.bytes_out += len(data)
-
-    def _write_error(self, line: str) -> None:
-        data = (line + ("\r\n" if self.tty else "\n")).encode()
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone
-            self.channel.sendall_stderr(data)
-
-    def _close_channel(self, outcome: SessionOutcome) -> None:
-        chan = self.channel
-        if outcome.reason is not EndReason.CLIENT and not chan.closed:
-            if outcome.message:
-                self._write_error(f"podssh: {outcome.message}")
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                chan.send_exit_status(outcome.exit_status)
-                chan.shutdown_write()
-        with contextlib.suppress(OSError, EOFError):
-            chan.close()
 
     def _end_record(self, outcome: SessionOutcome) -> tuple[str, dict[str, object]]:
         return "session_end", {"kind": self.kind, "asked": self.asked, "exit_status": outcome.exit_status,
