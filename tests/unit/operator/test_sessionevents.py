@@ -54,3 +54,38 @@ def test_an_ended_session_says_why_and_revocations_are_warnings(
         ("SessionRevoked", "Warning",
          "alice's shell session in shop/web-1 ended (revoked, exit 255, 3s): the grant was deleted"),
     ]
+
+
+def test_churn_is_paced_and_what_was_held_back_is_counted_in_one_event_per_grant_and_reason(
+        kube: FakeKube, make_writer: Callable[..., ClusterWriter]) -> None:
+    writer, clock = make_writer(), Clock()
+    events = SessionEvents(writer, monotonic=clock, rate=5, burst=20, flush_after=3600)
+    for _ in range(300):  # a thousand-session drop, in small: all in the same instant
+        events.session_ended(RECORD, SessionOutcome(EndReason.CLIENT, 255, duration_s=1.0))
+    for _ in range(2):
+        events.session_ended(RECORD, SessionOutcome(EndReason.REVOKED, 255, "revoked", duration_s=1.0))
+    kube.wait_until(lambda: len(kube.events()) == 20)
+    clock.now += 1.0  # five more tokens
+    for _ in range(10):
+        events.session_started(RECORD)
+    kube.wait_until(lambda: len(kube.events()) == 25)
+    events.flush()
+    kube.wait_until(lambda: len(kube.events()) == 28)
+    summaries = sorted((e["reason"], e["type"], e["message"]) for e in kube.events() if "more session" in e["message"])
+    assert summaries == [
+        ("SessionEnded", "Normal", "280 more session(s) ended, not listed one by one (over 5 session Events a "
+                                   "second): see the audit trail"),
+        ("SessionRevoked", "Warning", "2 more session(s) ended, not listed one by one (over 5 session Events a "
+                                      "second): see the audit trail"),
+        ("SessionStarted", "Normal", "5 more session(s) started, not listed one by one (over 5 session Events a "
+                                     "second): see the audit trail"),
+    ]
+    events.flush()  # nothing held: nothing more
+    assert len(kube.events()) == 28
+
+
+def test_what_was_held_back_is_said_by_the_timer(kube: FakeKube, make_writer: Callable[..., ClusterWriter]) -> None:
+    events = SessionEvents(make_writer(), rate=1, burst=1, flush_after=0.05)
+    events.session_started(RECORD)
+    events.session_started(RECORD)
+    kube.wait_until(lambda: any("1 more session(s) started" in e["message"] for e in kube.events()))
