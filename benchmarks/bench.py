@@ -680,7 +680,12 @@ kind: Pod
 metadata: {{name: {name}, namespace: {NS}, labels: {{app: bench, role: idle}}}}
 spec:
   terminationGracePeriodSeconds: 1
-  containers: [{{name: main, image: {BUSYBOX}, imagePullPolicy: Never, command: [sleep, "1000000"]}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    # PID 1 reaps: a round's thousand sessions, hung up, leave no zombies behind.
+    command: [sh, -c, "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
 """ for name in IDLE_PODS))
     cluster.wait_ready(NS, "app=bench", count=2 + len(IDLE_PODS))
     work = Path(tempfile.mkdtemp(prefix="podssh-bench-"))
