@@ -285,14 +285,28 @@ def _fail(message: str) -> int:
 
 
 def _load_kube(args: argparse.Namespace):
+    import yaml
     from kubernetes.config import ConfigException
 
     from sshserver.kube.client import KubeClient
 
     try:
         return KubeClient.load(args.kubeconfig, args.context)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        raise SystemExit(_fail(f"cannot load Kubernetes configuration: {exc}")) from None
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
+        text = " ".join(str(exc).split())  # YAML errors span lines
+        raise SystemExit(_fail(f"cannot load Kubernetes configuration: {text}")) from None
+
+
+def _api_failure(exc: BaseException) -> str:
+    """One line for an API call of a CLI command that failed outside its own errors: the API
+    server unreachable, or an HTTP status its code did not expect."""
+    from kubernetes.client.exceptions import ApiException
+
+    from sshserver.kube.client import unreachable
+
+    if isinstance(exc, ApiException):
+        return f"the Kubernetes API server refused: {exc.status} {exc.reason}"
+    return str(unreachable(exc))
 
 
 def _wait_for_signal(alive: Callable[[], bool]) -> bool:
@@ -460,6 +474,9 @@ def _end_deleted(gateway: Any, session_id: str, namespace: str, name: str) -> No
 
 def known_hosts(args: argparse.Namespace) -> int:
     """Prints the gateway's host keys as known_hosts lines: pinned before the first login."""
+    from kubernetes.client.exceptions import ApiException
+
+    from sshserver.kube.client import TRANSPORT_ERRORS
     from sshserver.ssh import hostkeys
     from sshserver.ssh.hostcerts import HostCertError, cert_authority_line
 
@@ -473,6 +490,8 @@ def known_hosts(args: argparse.Namespace) -> int:
             lines = hostkeys.known_hosts_lines(keys, host=args.host, port=args.port, alias=args.alias)
     except (hostkeys.HostKeyError, HostCertError) as exc:
         return _fail(str(exc))
+    except (ApiException, *TRANSPORT_ERRORS) as exc:
+        return _fail(_api_failure(exc))
     print("\n".join(lines))
     return 0
 
@@ -480,7 +499,10 @@ def known_hosts(args: argparse.Namespace) -> int:
 def host_cert(args: argparse.Namespace) -> int:
     """Signs the host keys in the Secret with the operator's CA key; gateways present the
     certificates after their next start (kubectl -n podssh-system rollout restart deploy/podssh)."""
+    from kubernetes.client.exceptions import ApiException
+
     from sshserver.grants.durations import parse_duration
+    from sshserver.kube.client import TRANSPORT_ERRORS
     from sshserver.ssh import hostkeys
     from sshserver.ssh.hostcerts import CA_PUBLIC_KEY, HostCertError, cert_entry, sign_host_key
 
@@ -504,6 +526,8 @@ def host_cert(args: argparse.Namespace) -> int:
         hostkeys.store_certificates(kube.core, *args.secret, entries)
     except (hostkeys.HostKeyError, HostCertError) as exc:
         return _fail(str(exc))
+    except (ApiException, *TRANSPORT_ERRORS) as exc:
+        return _fail(_api_failure(exc))
     print(f"signed {len(keys)} host keys for {', '.join(principals)}; restart the gateways to present them")
     return 0
 

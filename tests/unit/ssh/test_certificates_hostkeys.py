@@ -244,3 +244,37 @@ def test_signing_refuses_bad_input(tmp_path: Path) -> None:
         hostcerts.sign_host_key(b"not a key", line, ["gw"], 3600)
     with pytest.raises(hostkeys.HostKeyError, match="no host CA"):
         hostkeys.read_ca(FakeSecrets(empty_secret()), "ns", "n")
+
+
+def test_known_hosts_and_host_cert_say_in_one_line_what_went_wrong_with_the_cluster(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kubeconfig that is not YAML, an API server that does not answer, one that refuses:
+    each one `podssh:` line and exit 2, never a traceback."""
+    import socket
+
+    from tests.support.fakeapiserver import FakeApiServer
+
+    broken = tmp_path / "broken"
+    broken.write_text("clusters: [\n  - {name: x\n")
+    ca_key = tmp_path / "ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ca_key)], check=True)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    with FakeApiServer() as api:
+        refusing = api.write_kubeconfig(tmp_path / "refusing")
+        api.put("/api/v1/namespaces/podssh-system/secrets/podssh-hostkeys", status=500)
+        dead = tmp_path / "dead"
+        dead.write_text(Path(refusing).read_text().replace(api.url, f"http://127.0.0.1:{dead_port}"))
+        for kubeconfig, words in ((broken, "cannot load Kubernetes configuration"),
+                                  (dead, "cannot reach the Kubernetes API server"),
+                                  (refusing, "")):
+            for argv in (["known-hosts", "--host", "h"],
+                         ["host-cert", "--ca-key", str(ca_key), "--principals", "h"]):
+                try:
+                    code = main([*argv, "--kubeconfig", str(kubeconfig)])
+                except SystemExit as exited:
+                    code = exited.code
+                err = capsys.readouterr().err
+                assert code == 2 and err.startswith("podssh: ") and err.count("\n") == 1, (argv, kubeconfig, err)
+                assert words in err and "Traceback" not in err
