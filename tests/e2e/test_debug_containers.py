@@ -244,8 +244,9 @@ def test_a_grantor_without_the_ephemeralcontainers_right_cannot_grant_debug(gran
     plain = grant("dbg-plain", NS, [key], {"app": "distroless"})
     assert create(grantor, plain).returncode == 0  # exec alone is enough without spec.debug
     debug = grant("dbg-debug", NS, [key], {"app": "distroless"}, debug={"images": [BUSYBOX]})
-    refused = create(grantor, debug)
-    assert refused.returncode != 0
+    # A policy just created (a fresh cluster's first minutes) takes a moment to be in force.
+    refused = wait_for(lambda: (p := create(grantor, debug)).returncode != 0 and p, timeout=30,
+                       what="the admission policy refusing the debug grant")
     assert f"only a user allowed to update pods/ephemeralcontainers in namespace {NS}" in refused.stderr
     grantor.apply(f"""
 apiVersion: rbac.authorization.k8s.io/v1
