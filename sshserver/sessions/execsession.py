@@ -16,8 +16,7 @@ from dataclasses import replace
 import paramiko
 
 from sshserver.grants.access import DEBUG_IMAGE_ENV, Grant, SessionKind
-from sshserver.grants.target import TargetError, parse_target
-from sshserver.kube.client import ApiError
+from sshserver.grants.target import parse_target
 from sshserver.kube.ephemeral import ROOT, DebugContainers, DebugError
 from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
@@ -147,15 +146,9 @@ class ExecSession(ReportingSession):
     # --- the session thread -----------------------------------------------------------------
 
     def _serve(self) -> SessionOutcome:
-        for notice in self.conn.take_notices() + self._requests.notices:
-            self._write_error(f"podssh: {notice}")
-        try:
-            req = self._prepare()
-        except (TargetError, SessionRefused) as exc:
-            return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
-        except ApiError as exc:
-            self._services.api_error(exc.reason)
-            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        req = self._prepared(self._prepare)
+        if isinstance(req, SessionOutcome):
+            return req
         if (ended := self._ended_from_outside()) is not None:
             return ended
         try:

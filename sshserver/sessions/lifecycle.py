@@ -27,9 +27,10 @@ from typing import Any, Protocol, TypeVar
 import paramiko
 
 from sshserver.grants.access import Grant, SessionKind
-from sshserver.kube.client import Impersonation
+from sshserver.grants.target import TargetError
+from sshserver.kube.client import ApiError, Impersonation
 from sshserver.kube.ephemeral import DebugContainer
-from sshserver.kube.exitstatus import TRANSPORT_ERROR
+from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.kube.keepalive import Pingable
 from sshserver.kube.resolver import ResolvedTarget
 from sshserver.observability.observer import EndReason, SessionCounters, SessionOutcome, SessionRecord
@@ -271,6 +272,19 @@ class ReportingSession(Session):
     @property
     def tty(self) -> bool:
         return self._requests.pty is not None
+
+    def _prepared(self, prepare: Callable[[], T]) -> T | SessionOutcome:
+        """First on the session thread: the notices queued for the user go out, then `prepare`
+        runs; a refusal (bad target, not permitted) or an API failure becomes the outcome."""
+        for notice in self.conn.take_notices() + self._requests.notices:
+            self._write_error(f"podssh: {notice}")
+        try:
+            return prepare()
+        except (TargetError, SessionRefused) as exc:
+            return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
+        except ApiError as exc:
+            self._services.api_error(exc.reason)
+            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
 
     def _write_error(self, line: str) -> None:
         """One line on the client's stderr (CR LF under a pty); nothing if the client is gone."""

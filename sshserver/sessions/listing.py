@@ -22,8 +22,6 @@ import paramiko
 
 from sshserver.grants.access import Grant, SessionKind, default_env
 from sshserver.grants.target import LISTING_USER, TargetError, parse_listing_filter
-from sshserver.kube.client import ApiError
-from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.sessions.lifecycle import ChannelCloser, ReportingSession, SessionRefused
@@ -52,16 +50,10 @@ class ListingSession(ReportingSession):
     # --- the session thread -----------------------------------------------------------------
 
     def _serve(self) -> SessionOutcome:
-        for notice in self.conn.take_notices() + self._requests.notices:
-            self._write_error(f"podssh: {notice}")
-        try:
-            grants = self._grants()
-            selected = [(g, self._services.resolver.running_pods(g)) for g in grants]
-        except (TargetError, SessionRefused) as exc:
-            return SessionOutcome(EndReason.REFUSED, REFUSED, str(exc))
-        except ApiError as exc:
-            self._services.api_error(exc.reason)
-            return SessionOutcome(EndReason.ERROR, TRANSPORT_ERROR, str(exc))
+        selected = self._prepared(lambda: [(g, self._services.resolver.running_pods(g)) for g in self._grants()])
+        if isinstance(selected, SessionOutcome):
+            return selected
+        grants = [g for g, _ in selected]
         if (ended := self._ended_from_outside()) is not None:
             return ended
         table = rows(selected)
