@@ -93,7 +93,7 @@ log = logging.getLogger("podssh.gateway")
 patches.install()  # before any Transport exists: see the module
 
 SUPERVISE_INTERVAL = 0.25
-IDLE_SUPERVISE_INTERVAL = 30.0
+IDLE_SUPERVISE_INTERVAL = 300.0
 
 
 class Gateway:
@@ -141,7 +141,8 @@ class Gateway:
             resolver=PodResolver(kube, on_api_error=self._api_error, cache=pod_cache), keepalive=self.keepalive,
             audit=self.audit, metrics=self.metrics, registry=self.registry, control=self._control.submit,
             hangups=self.hangups if settings.hang_up else None)
-        self.enforcer = Enforcer(self.registry, store, self.services.revoked)
+        self.enforcer = Enforcer(self.registry, store, self.services.revoked,
+                                 revocations=self.services.revocations)
         store.subscribe(self.enforcer.snapshot_changed)
         self.enforcer.start()
         self.pod_cache = pod_cache
@@ -494,6 +495,7 @@ class Gateway:
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
+            conn.hang_up("shutdown")  # wakes its supervisor, which waits on no timer after login
             if conn.transport is not None:
                 conn.transport.close()
         self._control.shutdown(wait=False)

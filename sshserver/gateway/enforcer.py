@@ -1,5 +1,8 @@
 """Keeps live sessions within their grants: revocation, expiry and limits, checked on every
-snapshot swap and on a short tick (expiry and limits are a matter of time, not of events).
+snapshot swap, every change of the revoked keys file, every new session, and when the clock
+reaches the next moment a verdict can change by time alone (an expiry, a maximum duration, an
+idle timeout: `recheck_at`). A sweep judges every live session; the thread wakes every `tick`
+but sweeps only when one of these is due, so a thousand idle sessions cost no sweeps.
 
 `judge` is pure: from a session, the snapshot in force and the time, a Verdict. The Enforcer
 (its own thread) acts on verdicts only by asking the owners: the registry rebinds a session
@@ -24,6 +27,10 @@ from sshserver.observability.observer import EndReason
 log = logging.getLogger("podssh.enforcer")
 
 WARN_BEFORE_END = 60.0
+# The longest a sweep waits, whatever `recheck_at` says: wall-clock deadlines (expiresAt, a
+# certificate's validity) are turned into monotonic ones at each sweep, and the wall clock may
+# be set forward meanwhile.
+MAX_SWEEP_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,28 @@ def judge(session: LiveSession, snapshot: AccessSnapshot, now: datetime, mono: f
     return Verdict(grant=grant, warn=warn)
 
 
+def recheck_at(session: LiveSession, grant: Grant, now: datetime, mono: float) -> float:
+    """The monotonic time at which `judge`, given the same snapshot, may first say something
+    else about a session it keeps on `grant` (after any warning it was just given): the grant's
+    expiry, the certificate's, the warning before the maximum duration and that duration's end,
+    and the idle timeout counted from the last activity (at that moment the session may have
+    been active since: judged again, it gets a later time). Other grants only matter when its
+    own stops covering it, which is one of these times or a snapshot swap."""
+    due = [mono + MAX_SWEEP_INTERVAL]
+    if grant.expires_at is not None:
+        due.append(mono + (grant.expires_at - now).total_seconds())
+    cert = session.conn.identity.certificate if session.conn.identity is not None else None
+    if cert is not None:
+        due.append(mono + (cert.valid_before - now.timestamp()))
+    limits = grant.limits
+    if limits.max_session_duration is not None:
+        end = session.started + limits.max_session_duration
+        due.append(end if session.warned else end - WARN_BEFORE_END)
+    if limits.idle_timeout is not None:
+        due.append(session.last_activity + limits.idle_timeout)
+    return min(due)
+
+
 def no_place(session: LiveSession, grant: Grant) -> Verdict:
     """Its own grant no longer covers it; another one would, but has no free place: moving the
     session there would exceed that grant's maxSessions."""
@@ -100,18 +129,25 @@ def no_place(session: LiveSession, grant: Grant) -> Verdict:
 
 
 class Enforcer:
-    """The "enforcer" thread. Wakes on every snapshot swap (`snapshot_changed`, called on the
-    control plane's thread) and every `tick` seconds (expiry and limits, 1 s precision)."""
+    """The "enforcer" thread. Woken at once by a snapshot swap (`snapshot_changed`, called on the
+    control plane's thread); otherwise it looks every `tick` seconds (1 s precision for expiry
+    and limits) whether a sweep is due (`sweep_due`), which costs a few comparisons and, with
+    --revoked-keys, one stat of that file."""
 
     def __init__(self, registry: SessionRegistry, store: AccessStore,
-                 revoked: Callable[[Identity], str | None], tick: float = 1.0) -> None:
+                 revoked: Callable[[Identity], str | None], tick: float = 1.0,
+                 revocations: Callable[[], object] = lambda: None) -> None:
         self._registry = registry
         self._store = store
         self._revoked = revoked
+        self._revocations = revocations  # the revoked-keys list in force: a new object on change
         self._tick = tick
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="enforcer", daemon=True)
+        # What the last sweep judged: any of these changing makes the next one due.
+        self._swept: tuple[AccessSnapshot, int, object] | None = None
+        self.next_sweep = 0.0  # monotonic: the earliest `recheck_at` of the last sweep
 
     def start(self) -> None:
         self._thread.start()
@@ -123,18 +159,33 @@ class Enforcer:
     def snapshot_changed(self, _snapshot: AccessSnapshot) -> None:
         self._wake.set()
 
+    def _state(self) -> tuple[AccessSnapshot, int, object]:
+        return self._store.current, self._registry.generation, self._revocations()
+
+    def sweep_due(self, mono: float | None = None) -> bool:
+        """Whether anything a verdict depends on may have changed since the last sweep."""
+        if self._swept is None or (time.monotonic() if mono is None else mono) >= self.next_sweep:
+            return True
+        snapshot, generation, revocations = self._state()
+        last_snapshot, last_generation, last_revocations = self._swept
+        return snapshot is not last_snapshot or generation != last_generation or revocations is not last_revocations
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._tick)
             self._wake.clear()
             try:
-                self.check_all()
+                if self.sweep_due():
+                    self.check_all()
             except Exception:  # never let a bug stop enforcement for good
                 log.exception("enforcer_failed")
 
     def check_all(self) -> None:
-        snapshot = self._store.current
+        """One sweep: judges every live session, acts on the verdicts and sets `next_sweep`."""
+        self._swept = self._state()  # read first: a change during the sweep makes another one due
+        snapshot = self._swept[0]
         now, mono = datetime.now(UTC), time.monotonic()
+        next_sweep = mono + MAX_SWEEP_INTERVAL
         revoked: dict[int, str | None] = {}  # per identity, once a sweep (a stat of the file)
         for session in self._registry.live():
             ident = session.conn.identity
@@ -147,6 +198,12 @@ class Enforcer:
                 event(log, "session_ended_by_policy", conn=session.conn.id, reason=verdict.end,
                       message=verdict.message)
                 session.terminate(verdict.end, verdict.message)
-            elif verdict.warn is not None:
+                continue
+            if verdict.warn is not None:
                 session.warned = True  # the enforcer's own flag: one warning per session
                 session.notify(verdict.warn)
+            if verdict.grant is not None:
+                next_sweep = min(next_sweep, recheck_at(session, verdict.grant, now, mono))
+            else:  # not started yet: it claims its grant itself, which makes a sweep due
+                next_sweep = min(next_sweep, mono + self._tick)
+        self.next_sweep = next_sweep

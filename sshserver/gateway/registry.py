@@ -61,10 +61,14 @@ class SessionRegistry:
         self._lock = threading.Lock()
         self._sessions: set[LiveSession] = set()
         self.observers: list[SessionObserver] = []  # set up before serving; read-only after
+        # Counts additions and first bindings: the enforcer sweeps again when it moved. Written
+        # under the lock, read without it (one int).
+        self.generation = 0
 
     def add(self, session: LiveSession) -> None:
         with self._lock:
             self._sessions.add(session)
+            self.generation += 1
 
     def discard(self, session: LiveSession) -> None:
         with self._lock:
@@ -89,6 +93,7 @@ class SessionRegistry:
                 limit = grant.limits.max_sessions
                 if limit is None or self._used(grant) < limit:
                     session.grant = grant
+                    self.generation += 1
                     return grant
         return None
 

@@ -72,6 +72,12 @@ class SessionServices:
         revoked = self.settings.revoked_keys
         return revoked.why_revoked(identity.blob, identity.certificate) if revoked is not None else None
 
+    def revocations(self) -> object:
+        """The --revoked-keys list in force (a new object whenever the file changed), or None:
+        the enforcer sweeps again when it is another one."""
+        revoked = self.settings.revoked_keys
+        return revoked.current() if revoked is not None else None
+
     def current_grants(self, conn: Connection) -> tuple[Grant, ...]:
         """The key's grants in the snapshot in force now (not the one at login), none once the
         key is in --revoked-keys (a multiplexed connection outlives the login it was made by)."""

@@ -19,7 +19,7 @@ noticed): CustomObjectsApi.patch_namespaced_custom_object_status, .list_cluster_
 .list_namespaced_custom_object, .get_namespaced_custom_object, .create_namespaced_custom_object,
 .patch_namespaced_custom_object (merge patch), .delete_namespaced_custom_object (any plural:
 SSHSessions, Leases), and CoreV1Api.create_namespaced_event, .patch_namespaced_event. Lists
-honour a `label_selector` of `key` or `key=value` terms. They behave as the API
+honour a `label_selector` of `key`, `key=value` or `key!=value` terms. They behave as the API
 server does where the control plane depends on it: a status patch is a JSON merge patch
 (RFC 7386) of `status` only and answers 404 for an object that does not exist; creating an
 Event whose name exists answers 409; bodies must be JSON-serializable (datetimes are, as the
@@ -436,6 +436,11 @@ class _WatchResponse:
 def _selects(selector: str | None, body: Mapping[str, Any]) -> bool:
     labels = (body.get("metadata") or {}).get("labels") or {}
     for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:  # as the API server: also true of objects without the label
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+            continue
         key, sep, value = term.partition("=")
         if key not in labels or (sep and labels[key] != value):
             return False

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sshserver.gateway.enforcer import Enforcer, judge
+from sshserver.gateway.enforcer import MAX_SWEEP_INTERVAL, WARN_BEFORE_END, Enforcer, judge, recheck_at
 from sshserver.gateway.registry import SessionRegistry
 from sshserver.grants.access import AccessSnapshot, AccessStore, Grant, Identity, SessionKind, grant_from_object
 from sshserver.kube.ephemeral import DebugContainer
@@ -192,3 +192,71 @@ def test_a_key_in_the_revoked_keys_file_ends_its_sessions(pubkey: str) -> None:
     registry.add(s)
     Enforcer(registry, AccessStore(AccessSnapshot((g,))), revoked=lambda _: "listed").check_all()
     assert s.ended == [(EndReason.REVOKED, "this key was revoked (listed)")]
+
+
+def test_recheck_at_is_the_first_moment_time_alone_can_change_the_verdict(pubkey: str) -> None:
+    wall, mono = now()
+    plain = grant(pubkey, "g", "u1")
+    s = FakeSession(plain, identity_of(plain))
+    assert recheck_at(s, plain, wall, mono) == mono + MAX_SWEEP_INTERVAL  # nothing is a matter of time
+    soon = (wall + timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiring = grant(pubkey, "g", "u1", expiresAt=soon)
+    assert mono + 18 < recheck_at(s, expiring, wall, mono) <= mono + 20
+    limited = grant(pubkey, "g", "u1", limits={"maxSessionDuration": "100s", "idleTimeout": "10m"})
+    s.started = mono - 50
+    assert recheck_at(s, limited, wall, mono) == s.started + 100 - WARN_BEFORE_END  # the warning first
+    s.warned = True
+    assert recheck_at(s, limited, wall, mono) == s.started + 100
+    idle = grant(pubkey, "g", "u1", limits={"idleTimeout": "30s"})
+    s.last_activity = mono + 7  # active since: the idle timeout counts from there
+    assert recheck_at(s, idle, wall, mono) == mono + 37
+
+
+def test_an_idle_gateway_sweeps_only_when_something_changed_or_fell_due(pubkey: str, tmp_path: Path) -> None:
+    """A thousand idle sessions were judged every second (the largest part of an idle gateway's
+    CPU): a sweep is due only on a swap, a new session, a new revoked-keys list, or the time."""
+    g = grant(pubkey, "g", "u1", limits={"idleTimeout": "30s"})
+    registry = SessionRegistry(Metrics())
+    store = AccessStore(AccessSnapshot((g,)))
+    revocations: list[object] = [object()]
+    enforcer = Enforcer(registry, store, revoked=lambda _: None, revocations=lambda: revocations[0])
+    s = FakeSession(g, identity_of(g))
+    registry.add(s)
+    assert enforcer.sweep_due()
+    enforcer.check_all()
+    assert not enforcer.sweep_due()  # nothing changed, nothing due
+    assert enforcer.next_sweep == s.last_activity + 30
+    assert enforcer.sweep_due(s.last_activity + 30)  # the idle timeout falls due
+    registry.add(FakeSession(g, identity_of(g)))
+    assert enforcer.sweep_due()
+    enforcer.check_all()
+    store.replace(AccessSnapshot((g,)))
+    assert enforcer.sweep_due()
+    enforcer.check_all()
+    revocations[0] = object()  # the revoked keys file changed
+    assert enforcer.sweep_due()
+    enforcer.check_all()
+    assert not enforcer.sweep_due()
+    # a session's first binding (its claim) makes one due as well
+    waiting = FakeSession(None, identity_of(g))
+    registry.add(waiting)
+    enforcer.check_all()
+    assert enforcer.next_sweep <= time.monotonic() + 1.0  # an unbound session is looked at every tick
+    registry.claim(waiting, [g])
+    assert enforcer.sweep_due()
+
+
+def test_the_enforcer_thread_ends_a_session_when_its_idle_timeout_falls_due(pubkey: str) -> None:
+    g = grant(pubkey, "g", "u1", limits={"idleTimeout": "1s"})
+    registry = SessionRegistry(Metrics())
+    s = FakeSession(g, identity_of(g))
+    registry.add(s)
+    enforcer = Enforcer(registry, AccessStore(AccessSnapshot((g,))), revoked=lambda _: None, tick=0.05)
+    enforcer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not s.ended and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        enforcer.stop()
+    assert s.ended and s.ended[0][0] == EndReason.IDLE

@@ -376,3 +376,28 @@ def test_an_object_with_a_sessions_labels_elsewhere_ends_nothing(make_objects) -
     assert asked == []
     objects.deleted({"metadata": {"namespace": r.namespace, "name": object_name(r), "labels": labels}})
     assert asked == [r.session_id]
+
+
+def test_an_idle_replica_samples_each_session_once_an_interval_and_never_lists_its_own_objects(
+        kube: FakeKube, make_objects) -> None:
+    """Idle costs: a thousand idle sessions were sampled at every step of the writer (twice an
+    interval), and each cleanup listed all of this replica's own objects, which it never reaps."""
+
+    class Counted(Traffic):
+        calls = 0
+
+        def __call__(self) -> SessionCounters:
+            Counted.calls += 1
+            return super().__call__()
+
+    objects = make_objects(update_every=0.4, cleanup_every=0.2)
+    records = [record(traffic=Counted()) for _ in range(5)]
+    for r in records:
+        objects.session_started(r)
+    kube.wait_until(lambda: all(the_object(kube, r) for r in records))
+    kube.wait_until(lambda: len(kube.actions_for("list", SESSIONS)) >= 2)
+    Counted.calls = 0
+    time.sleep(2.0)  # 5 intervals of 0.4 s: each idle session sampled about 5 times, not 10
+    assert Counted.calls <= 5 * 6, Counted.calls
+    lists = kube.actions_for("list", SESSIONS)
+    assert lists and all("podssh.dev/replica!=r1" in (a.options.get("label_selector") or "") for a in lists)
