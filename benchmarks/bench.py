@@ -287,23 +287,34 @@ class Bench:
                     p.wait()
             time.sleep(3)
             self.rows.append(Row(f"{n} idle pty sessions: success", ready / n * 100, None, "%", "", True, "100%",
-                                 note=f"all up in {setup:.0f}s, their SSHSession objects {settle:.0f}s later"))
+                                 note=f"all up in {setup:.0f}s, their SSHSession objects {settle:.0f}s later "
+                                      "(measured once the writer had made no call for 5 s)"))
             self.rows.append(Row(f"{n} idle pty sessions: gateway RSS", rss, None, "MiB", "", False, "< 1 GiB",
                                  note=f"{(rss - rss_before) / n * 1024:.0f} KiB per session"))
             self.rows.append(Row(f"{n} idle pty sessions: gateway CPU while idle", cpu, None, "% of a core", "",
                                  False, "< 2 % of a core"))
 
-    def settled(self, timeout: float = 300) -> float:
-        """Waits until the gateway's SSHSession writer has nothing pending; returns the seconds."""
+    def settled(self, timeout: float = 300, quiet: float = 5.0) -> float:
+        """Waits until the gateway's SSHSession writer is done: nothing pending, and no call to
+        the API server for `quiet` seconds (the status patches of sessions whose counters moved
+        after their object was written follow the creations); returns the seconds waited."""
         began = time.monotonic()
+        calls_then: tuple[float, float] | None = None  # (calls so far, when first seen)
         while time.monotonic() - began < timeout:
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).read()
             except OSError:  # busy with the sessions a round just dropped (seconds of CPU for 1,000)
                 continue
             pending = re.search(rb"^podssh_session_objects_pending (\S+)$", body, re.M)
-            if pending is not None and float(pending.group(1)) == 0:
-                return time.monotonic() - began
+            calls = sum(float(v) for v in re.findall(
+                rb"^podssh_session_object_calls_total\{[^}]*\} (\S+)$", body, re.M))
+            now = time.monotonic()
+            if pending is None or float(pending.group(1)) != 0:
+                calls_then = None
+            elif calls_then is None or calls_then[0] != calls:
+                calls_then = (calls, now)
+            elif now - calls_then[1] >= quiet:
+                return now - began
             time.sleep(0.5)
         raise RuntimeError(f"the SSHSession writer still had work after {timeout:.0f}s")
 

@@ -22,6 +22,7 @@ from sshserver.kube.execstream import STATUS, STDERR, STDOUT, ExecError, ExecReq
 from sshserver.kube.exitstatus import NOT_FOUND, REFUSED, TRANSPORT_ERROR, ExitStatus, parse_status
 from sshserver.kube.podrunner import PodRunner
 from sshserver.kube.resolver import vanished
+from sshserver.kube.wsdial import whole_messages
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.observability.recording import Recording
@@ -379,7 +380,7 @@ class ExecSession(ReportingSession):
         return status
 
     def _pump_stdin(self, stream: ExecStream) -> None:
-        chan, size = self.channel, self._services.settings.read_size
+        chan, size = self.channel, whole_messages(self._services.settings.read_size)
         try:
             while data := chan.recv(size):
                 if self._pending_size:

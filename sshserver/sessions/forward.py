@@ -13,6 +13,7 @@ from sshserver.kube.client import ApiError
 from sshserver.kube.exitstatus import REFUSED, TRANSPORT_ERROR
 from sshserver.kube.portforwardstream import DATA, ERROR, PortForwardStream
 from sshserver.kube.resolver import vanished
+from sshserver.kube.wsdial import whole_messages
 from sshserver.observability.logevents import event
 from sshserver.observability.observer import EndReason, SessionOutcome
 from sshserver.sessions.lifecycle import Session, SessionRefused
@@ -84,7 +85,7 @@ class ForwardSession(Session):
         return error
 
     def _pump(self, stream: PortForwardStream) -> None:
-        chan, size = self.channel, self._services.settings.read_size
+        chan, size = self.channel, whole_messages(self._services.settings.read_size)
         try:
             while data := chan.recv(size):
                 stream.send_data(data)

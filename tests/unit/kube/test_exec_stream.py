@@ -17,7 +17,7 @@ from kubernetes.client import Configuration
 from sshserver.kube.client import KubeClient
 from sshserver.kube.execstream import STATUS, STDOUT, V4, V5, ExecRequest, ExecStream
 from sshserver.kube.exitstatus import parse_status
-from sshserver.kube.wsdial import MAX_MESSAGE
+from sshserver.kube.wsdial import MAX_MESSAGE, MAX_PAYLOAD, whole_messages
 
 
 @dataclass
@@ -211,3 +211,20 @@ def test_after_the_server_s_close_frame_the_stream_closes_without_waiting() -> N
     Socket.calls.clear()
     waiting.close()  # no close frame from the server yet: the closing handshake is waited for
     assert Socket.calls == ["close-and-wait", "shutdown"]
+
+
+@pytest.mark.parametrize("double", [(V5,)], indirect=True)
+def test_a_whole_messages_read_goes_out_as_full_messages_only(double: ExecDouble) -> None:
+    """A 256 KiB read went out as eight full messages and one of 8 bytes: a message more for the
+    API server, the kubelet and the runtime to handle, each time (uploads ran slower)."""
+    size = whole_messages(256 * 1024)
+    assert size % MAX_PAYLOAD == 0 and 256 * 1024 - MAX_PAYLOAD < size <= 256 * 1024
+    assert whole_messages(100) == MAX_PAYLOAD  # never below one message
+    stream = open_stream(double)
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    stream.send_stdin(payload)
+    stream.close_stdin()
+    assert collect(stream) == (payload, 0)
+    stdin_messages = [m for m in double.messages if m[0] == 0]
+    assert [len(m) for m in stdin_messages] == [MAX_MESSAGE] * (size // MAX_PAYLOAD)
+
