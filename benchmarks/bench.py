@@ -158,10 +158,22 @@ class Bench:
                              "≥ 1.0x", note=k_note, floor=floor(up, str(blob))))
 
     def setup_latency(self) -> None:
-        p = self.median(lambda: self.timed(self.ssh("true")) * 1000, max(self.runs, 10))
-        k, note = self.reference("kubectl exec", lambda: self.median(
-            lambda: retried(lambda: self.timed(self.kexec("true"))) * 1000, max(self.runs, 10)))
-        self.rows.append(Row("session setup (`true`)", p, k, "ms", "kubectl exec", False, "≤ 0.8x", note=note))
+        """podssh and kubectl in turns (who goes first alternates): a slow moment of the machine
+        hits both, not the one that happened to be measured then."""
+        ours: list[float] = []
+        theirs: list[float] = []
+        note = ""
+        for n in range(max(self.runs, 10)):
+            for podssh in ((True, False) if n % 2 == 0 else (False, True)):
+                if podssh:
+                    ours.append(self.timed(self.ssh("true")) * 1000)
+                elif not note:
+                    k, note = self.reference("kubectl exec", lambda: retried(lambda: self.timed(self.kexec("true"))))
+                    if k is not None:
+                        theirs.append(k * 1000)
+        self.rows.append(Row("session setup (`true`)", statistics.median(ours),
+                             statistics.median(theirs) if theirs else None, "ms", "kubectl exec", False, "≤ 0.8x",
+                             note=note or "in turns with kubectl"))
         self.setup_without_session_objects()
 
     def setup_without_session_objects(self) -> None:
