@@ -399,10 +399,7 @@ class ExecSession(ReportingSession):
             except Exception:
                 return
         # After EOF the client may still close the channel (not the connection): notice it.
-        while not self._done.wait(0.5):
-            if chan.closed:
-                self.terminate(EndReason.CLIENT)
-                return
+        self._await_channel_close(lambda: self.terminate(EndReason.CLIENT))
 
     def _write_error(self, line: str) -> None:
         if self._recording is not None:  # the recording shows why a session ended, too

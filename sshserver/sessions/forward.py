@@ -94,10 +94,7 @@ class ForwardSession(Session):
             return
         # The protocol has no half-close: after the client's EOF the pod may still answer, so
         # the connection lasts until the pod closes it or the client closes the channel.
-        while not self._done.wait(0.25):
-            if chan.closed:
-                stream.abort()
-                return
+        self._await_channel_close(stream.abort)
 
     def _end_record(self, outcome: SessionOutcome) -> tuple[str, dict[str, object]]:
         return "forward_end", {"port": self.port}

@@ -40,6 +40,12 @@ from sshserver.ssh.connection import ChannelState, Connection
 log = logging.getLogger("podssh.session")
 
 ANSWER_TIMEOUT = 5.0  # paramiko answers right after the hook returns; this only bounds a surprise
+# After the client's EOF, a pump waits for the channel to close: paramiko sets the channel's
+# status_event when it closes, so the wait needs no timer; this is only a safety net.
+CLOSE_WAIT_SAFETY = 30.0
+# A client may also set status_event with an "exit-status" request of its own (meant for
+# clients, sent to the server here): then the close can only be noticed by looking.
+CLOSE_POLL = 0.5
 
 T = TypeVar("T")
 
@@ -252,6 +258,20 @@ class Session:
         self.bytes_in += size
         self._to_pod_bytes.inc(size)
         self.last_activity = time.monotonic()
+
+    def _await_channel_close(self, closed: Callable[[], None]) -> None:
+        """After the client's EOF (on the pump's thread): returns when the session has ended, or
+        calls `closed` once the client closed the channel. An exec of `tail -f` with stdin at
+        EOF polled the channel twice a second before, for as long as it ran."""
+        chan = self.channel
+        while not self._done.is_set():
+            if chan.closed:
+                closed()
+                return
+            if chan.status_event.is_set():  # not by a close: see CLOSE_POLL
+                self._done.wait(CLOSE_POLL)
+            else:
+                chan.status_event.wait(CLOSE_WAIT_SAFETY)  # the session's own close wakes it too
 
     def _watch_api(self, stream: Pingable) -> None:
         """A stream the API server stops answering ends the session (keepalive.py)."""

@@ -25,11 +25,13 @@ def test_sessions_read_the_client_in_whole_messages(pump: str) -> None:
             sizes.append(size)
             return b""
 
+    waited: list[bool] = []
     session = SimpleNamespace(channel=Channel(), _services=SimpleNamespace(settings=GatewaySettings()),
-                              terminate=lambda *_: None, tty=False, _done=threading.Event())
+                              terminate=lambda *_: None, tty=False, _done=threading.Event(),
+                              _await_channel_close=lambda closed: waited.append(True))
     session._done.set()
     if pump == "exec":
         ExecSession._pump_stdin(session, None)  # type: ignore[arg-type]
     else:
-        ForwardSession._pump(session, None)  # type: ignore[arg-type]
+        ForwardSession._pump(session, SimpleNamespace(abort=lambda: None))  # type: ignore[arg-type]
     assert sizes == [whole_messages(GatewaySettings().read_size)]
