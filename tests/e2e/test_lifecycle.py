@@ -35,6 +35,35 @@ def test_client_disconnect_closes_the_exec_stream_within_a_second(
     assert _ts(end) - killed < 1.0
 
 
+def test_a_channel_closed_after_stdin_eof_ends_its_session_at_once(
+        gateway: Gateway, keys: dict[str, SSHKey]) -> None:
+    """With stdin at EOF the session waits for its channel's close (not polling it): a
+    multiplexed client killed mid-command closes only its channel, and the session ends at once
+    while the master connection stays."""
+    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pseof-%C", "-o", "ControlPersist=60"]
+    target = f"{NS}/deploy/web"
+    client = subprocess.Popen([*gateway.ssh_argv(target, keys["alice"], *mux), "echo started; sleep 300"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        conn = next(e["conn"] for e in gateway.events("session_start") if e["command"] == "echo started; sleep 300")
+        time.sleep(1.5)  # idle after the EOF
+        killed = time.time()
+        client.send_signal(signal.SIGKILL)  # the mux client: the master closes its channel only
+        client.wait()
+        end = wait_for(lambda: [e for e in gateway.events("session_end") if e["conn"] == conn], timeout=5)[0]
+        assert end["reason"] == "client"
+        assert _ts(end) - killed < 1.0
+        again = gateway.ssh(target, "echo still-here", keys["alice"], *mux)  # over the same master
+        assert again.returncode == 0 and again.stdout == b"still-here\n", again.stderr
+        assert not [e for e in gateway.events("connection_close") if e["conn"] == conn]
+    finally:
+        if client.poll() is None:
+            client.kill()
+        subprocess.run(["ssh", "-O", "exit", *mux, "-F", "/dev/null", "-p", str(gateway.port), f"{target}@127.0.0.1"],
+                       capture_output=True, timeout=10)
+
+
 def _running(gateway: Gateway, key: SSHKey, marker: str, target: str = f"{NS}/deb") -> list[str]:
     """Command lines in the target's container that contain marker (the probe itself excluded)."""
     ps = gateway.ssh(target, "ps -e -o args", key)
