@@ -40,13 +40,21 @@ def test_a_channel_closed_after_stdin_eof_ends_its_session_at_once(
     """With stdin at EOF the session waits for its channel's close (not polling it): a
     multiplexed client killed mid-command closes only its channel, and the session ends at once
     while the master connection stays."""
-    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pseof-%C", "-o", "ControlPersist=60"]
+    path = ["-o", "ControlPath=/tmp/pseof-%C"]  # a socket path must stay short
     target = f"{NS}/deploy/web"
-    client = subprocess.Popen([*gateway.ssh_argv(target, keys["alice"], *mux), "echo started; sleep 300"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    master = subprocess.Popen([*gateway.ssh_argv(target, keys["alice"], "-o", "ControlMaster=yes", *path, "-N")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
     try:
-        assert client.stdout is not None and client.stdout.readline() == b"started\n"
-        conn = next(e["conn"] for e in gateway.events("session_start") if e["command"] == "echo started; sleep 300")
+        check = ["ssh", "-O", "check", *path, "-F", "/dev/null", "-p", str(gateway.port), f"{target}@127.0.0.1"]
+        wait_for(lambda: subprocess.run(check, capture_output=True, timeout=10).returncode == 0, timeout=20,
+                 what="the master connection")
+        mux = ["-o", "ControlMaster=no", *path]
+        command = "echo started-eof-mux; sleep 300"  # this test's own: the gateway is the module's
+        client = subprocess.Popen([*gateway.ssh_argv(target, keys["alice"], *mux), command],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert client.stdout is not None and client.stdout.readline() == b"started-eof-mux\n"
+        conn = next(e["conn"] for e in gateway.events("session_start") if e["command"] == command)
         time.sleep(1.5)  # idle after the EOF
         killed = time.time()
         client.send_signal(signal.SIGKILL)  # the mux client: the master closes its channel only
@@ -54,14 +62,16 @@ def test_a_channel_closed_after_stdin_eof_ends_its_session_at_once(
         end = wait_for(lambda: [e for e in gateway.events("session_end") if e["conn"] == conn], timeout=5)[0]
         assert end["reason"] == "client"
         assert _ts(end) - killed < 1.0
-        again = gateway.ssh(target, "echo still-here", keys["alice"], *mux)  # over the same master
-        assert again.returncode == 0 and again.stdout == b"still-here\n", again.stderr
+        again = gateway.ssh(target, "echo still-here-eof-mux", keys["alice"], *mux)  # over the same master
+        assert again.returncode == 0 and again.stdout == b"still-here-eof-mux\n", again.stderr
+        on = [e["conn"] for e in gateway.events("session_start") if e["command"] == "echo still-here-eof-mux"]
+        assert on == [conn]
         assert not [e for e in gateway.events("connection_close") if e["conn"] == conn]
     finally:
-        if client.poll() is None:
-            client.kill()
-        subprocess.run(["ssh", "-O", "exit", *mux, "-F", "/dev/null", "-p", str(gateway.port), f"{target}@127.0.0.1"],
-                       capture_output=True, timeout=10)
+        for proc in (client, master):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def _running(gateway: Gateway, key: SSHKey, marker: str, target: str = f"{NS}/deb") -> list[str]:
