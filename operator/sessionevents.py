@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from sshserver.observability.observer import SessionOutcome, SessionRecord
 
+from .pacing import TokenBucket
 from .writer import ClusterWriter, ObjectEvent, StatusPatch
 
 LOGIN_TIME_EVERY = 10.0  # seconds between lastLoginTime patches of one grant
@@ -32,9 +33,9 @@ class SessionEvents:
         self._writer = writer
         self._monotonic = monotonic
         self._last_patch: dict[str, float] = {}
-        self._rate, self._burst, self._flush_after = rate, burst, flush_after
+        self._flush_after = flush_after
         self._lock = threading.Lock()  # guards the bucket, the held counts and the timer
-        self._tokens, self._filled = burst, monotonic()
+        self._bucket = TokenBucket(rate, burst, burst, monotonic())
         self._held: dict[tuple[str, str, str, str, bool], int] = {}  # (ns, grant, uid, reason, warning) ->
         self._timer: threading.Timer | None = None
 
@@ -60,12 +61,7 @@ class SessionEvents:
 
     def _emit(self, ev: ObjectEvent) -> None:
         with self._lock:
-            now = self._monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._filled) * self._rate)
-            self._filled = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-            else:
+            if self._bucket.take(self._monotonic()):  # no token: held back, said counted later
                 key = (ev.namespace, ev.name, ev.uid, ev.reason, ev.warning)
                 self._held[key] = self._held.get(key, 0) + 1
                 if self._timer is None:
@@ -84,5 +80,5 @@ class SessionEvents:
             what = "started" if reason == "SessionStarted" else "ended"
             self._writer.emit(ObjectEvent(
                 namespace, name, uid, reason,
-                f"{count} more session(s) {what}, not listed one by one (over {self._rate:g} session Events a "
+                f"{count} more session(s) {what}, not listed one by one (over {self._bucket.rate:g} session Events a "
                 "second): see the audit trail", warning=warning))

@@ -39,6 +39,7 @@ from sshserver.observability.logevents import event
 from sshserver.observability.observer import SessionCounters, SessionOutcome, SessionRecord
 
 from . import GROUP, SESSION_PLURAL, VERSION
+from .pacing import TokenBucket
 from .sessionbodies import (
     LEASE_LABEL,
     LEASE_NAMESPACE_LABEL,
@@ -98,23 +99,6 @@ class _Series:
     last: float = 0.0
 
 
-@dataclass
-class _Bucket:
-    rate: float
-    burst: float
-    tokens: float
-    at: float
-
-    def take(self, now: float) -> float:
-        """0 if a token was taken, else the seconds until one is there."""
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 class _Pause(Exception):
     """The API server failed in a way retrying may fix: pause the thread, keep the state."""
 
@@ -152,7 +136,7 @@ class SessionObjects:
     writes: int = field(default=0, init=False)  # API calls made (tests read it)
 
     def __post_init__(self) -> None:
-        self._bucket = _Bucket(self.rate, self.burst, self.burst, self.monotonic())
+        self._bucket = TokenBucket(self.rate, self.burst, self.burst, self.monotonic())
         self._lease_ok = False
         self._renewed = float("-inf")  # monotonic time of the last successful renewal
         self._next_cleanup = self.monotonic() + self.cleanup_every / 2

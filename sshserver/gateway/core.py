@@ -20,8 +20,9 @@ Thread map (every thread of a gateway process, what it owns, how work is handed 
   (asked by the Transport thread) and notices (asked by the enforcer).
 - **enforcer** (gateway/enforcer.py): reads the snapshot and the registry, and sweeps all
   sessions only when something changed or a time limit fell due (idle sessions cost no
-  sweeps); never writes a session: it asks the registry to rebind a session to another grant (counted against its
-  maxSessions) and asks a session to end (`terminate` aborts its stream) or to warn (`notify`).
+  sweeps); never writes a session: it asks the registry to rebind a session to another grant
+  (counted against its maxSessions) and asks a session to end (`terminate` aborts its stream)
+  or to warn (`notify`).
 - **hangup** (sessions/hangupqueue.py, when settings.hang_up): the queue of hangups of
   sessions that ended other than by their command's exit. Session threads only enqueue (never
   wait; a full queue drops and counts); it collects a wave for 200 ms, then runs one exec per
